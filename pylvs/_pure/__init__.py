@@ -1,0 +1,1 @@
+"""Pure-Python twins of the native (C) functions: same names, same signatures."""

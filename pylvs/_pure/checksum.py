@@ -1,0 +1,98 @@
+"""Internet checksum, full (RFC 1071) and incremental (RFC 1624).
+
+All sums are one's-complement 16-bit arithmetic on big-endian words.  The
+incremental forms follow RFC 1624 eqn. 3, ``HC' = ~(~HC + ~m + m')``, which
+(unlike eqn. 2 of RFC 1141) never yields the forbidden 0x0000 from a non-zero
+field where the full computation gives 0xFFFF.
+"""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = [
+    "csum_partial",
+    "csum_fold",
+    "checksum",
+    "pseudo_header_sum",
+    "csum_replace2",
+    "csum_replace4",
+    "csum_replace_bytes",
+]
+
+_LITTLE = sys.byteorder == "little"
+
+
+def csum_partial(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
+    """Unfolded one's-complement sum of ``data`` as big-endian 16-bit words.
+
+    An odd trailing byte is padded with a zero byte (RFC 1071 §4.1).  The
+    result is an int that may exceed 16 bits; fold it with :func:`csum_fold`.
+    """
+    n = len(data)
+    if n & 1:
+        data = bytes(data) + b"\x00"
+    # Summing the whole buffer as one big integer chunk by chunk is the
+    # fastest pure-Python form: the carry wrap (end-around carry) is applied
+    # at the end because 2**16 ≡ 1 (mod 0xFFFF).
+    total = int.from_bytes(data, "big") if len(data) <= 16 else None
+    if total is not None:
+        s = initial
+        while total:
+            s += total & 0xFFFF
+            total >>= 16
+        return s
+    mv = memoryview(data).cast("H")
+    s = sum(mv)
+    if _LITTLE:
+        # The words were read little-endian: the byte swap of a one's
+        # complement sum is the sum of the byte-swapped words (RFC 1071 §2(B)).
+        s = _fold(s)
+        s = ((s & 0xFF) << 8) | (s >> 8)
+    return s + initial
+
+
+def _fold(s: int) -> int:
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def csum_fold(s: int) -> int:
+    """Fold an unfolded sum to 16 bits and complement it: the checksum field."""
+    return (~_fold(s)) & 0xFFFF
+
+
+def checksum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
+    """The RFC 1071 checksum of ``data`` (plus an unfolded ``initial`` sum)."""
+    return csum_fold(csum_partial(data, initial))
+
+
+def pseudo_header_sum(src: bytes, dst: bytes, proto: int, length: int) -> int:
+    """Unfolded sum of the TCP/UDP pseudo-header (RFC 793 §3.1, RFC 8200 §8.1).
+
+    ``src``/``dst`` are packed addresses of 4 (IPv4) or 16 (IPv6) bytes.
+    """
+    return csum_partial(src) + csum_partial(dst) + proto + length
+
+
+def csum_replace2(check: int, old: int, new: int) -> int:
+    """Update checksum field ``check`` when a 16-bit word changes (RFC 1624 eqn. 3)."""
+    s = ((~check) & 0xFFFF) + ((~old) & 0xFFFF) + new
+    return (~_fold(s)) & 0xFFFF
+
+
+def csum_replace4(check: int, old: int, new: int) -> int:
+    """Update checksum field ``check`` when an aligned 32-bit field changes."""
+    s = ((~check) & 0xFFFF) + ((~(old >> 16)) & 0xFFFF) + ((~old) & 0xFFFF) + (new >> 16) + (new & 0xFFFF)
+    return (~_fold(s)) & 0xFFFF
+
+
+def csum_replace_bytes(check: int, old: bytes, new: bytes) -> int:
+    """Update ``check`` when an even-aligned run of bytes changes (e.g. an address).
+
+    ``old`` and ``new`` must have the same even length and start at an even
+    offset within the checksummed data.
+    """
+    s = ((~check) & 0xFFFF) + ((~_fold(csum_partial(old))) & 0xFFFF) + csum_partial(new)
+    return (~_fold(s)) & 0xFFFF

@@ -1,0 +1,591 @@
+"""TOML configuration loader with strict validation.
+
+The file is checked completely before anything is built from it: an operator
+should learn about a typo (``wieght``) or an impossible setup (DR with port
+mapping, FULLNAT without local addresses) at start-up, with the file, the key
+path and the reason, not later as silently dropped packets.
+
+Everything here is immutable plain data (frozen dataclasses, ``ipaddress``
+objects, MACs as 6-byte ``bytes``); the runtime builds its own mutable state
+(``pylvs.core.dest.Dest`` etc.) from it.
+
+Mode resolution (IPVS has the mode per real server, FULLNAT is per service):
+``mode_override`` (CLI ``--mode``) replaces the file's top-level ``mode`` as the
+default; a service's own ``mode`` wins for that service; a real server's
+``mode`` wins for that server.  Every mode-dependent check runs on the
+resolved (effective) mode.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Address,
+    IPv6Interface,
+    IPv6Network,
+    ip_address,
+    ip_interface,
+    ip_network,
+)
+from typing import Any, Mapping
+
+__all__ = [
+    "ConfigError", "load_config", "parse_config",
+    "Config", "Interface", "Route", "Neighbor", "RealServer", "VirtualServer", "Table",
+    "MODES", "RS_MODES", "SCHEDULERS", "PROTOCOLS", "DRIVERS", "TCP_STATES", "DEFAULT_TIMEOUTS",
+]
+
+IPAddress = IPv4Address | IPv6Address
+
+MODES = ("nat", "dr", "tun", "fullnat")
+#: FULLNAT rewrites the source too, so it is a property of the whole service.
+RS_MODES = ("nat", "dr", "tun")
+SCHEDULERS = ("rr", "wrr", "sh", "lc", "wlc", "mh")
+PROTOCOLS = ("tcp", "udp")
+DRIVERS = ("afpacket", "tap")
+ICMP_ECHO = ("reply", "drop")
+TCP_STATES = ("NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT",
+              "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK")
+#: IPVS defaults (ip_vs_proto_tcp.c / ip_vs_proto_udp.c), in seconds.
+DEFAULT_TIMEOUTS: dict[str, float] = {
+    "none": 2.0, "established": 900.0, "syn_sent": 120.0, "syn_recv": 60.0, "fin_wait": 120.0,
+    "time_wait": 120.0, "close": 10.0, "close_wait": 60.0, "last_ack": 30.0, "listen": 120.0,
+    "synack": 120.0, "udp": 300.0, "icmp": 60.0,
+}
+
+
+class ConfigError(Exception):
+    """A configuration problem: ``file``, key ``path`` ("" = whole file), ``message``."""
+
+    def __init__(self, file: str, path: str, message: str) -> None:
+        super().__init__(str(file), path, message)  # args kept so the error pickles
+        self.file = str(file)
+        self.path = path
+        self.message = message
+
+    def __str__(self) -> str:
+        if self.path:
+            return f"{self.file}: {self.path}: {self.message}"
+        return f"{self.file}: {self.message}"
+
+
+# --------------------------------------------------------------------------- data
+
+@dataclass(frozen=True, slots=True)
+class Interface:
+    name: str
+    mac: bytes | None
+    addresses: tuple[IPv4Interface | IPv6Interface, ...]
+    mtu: int = 1500
+    driver: str = "afpacket"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    prefix: IPv4Network | IPv6Network
+    via: IPAddress | None
+    interface: str
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbor:
+    address: IPAddress
+    mac: bytes
+    interface: str
+
+
+@dataclass(frozen=True, slots=True)
+class RealServer:
+    address: IPAddress
+    port: int
+    weight: int = 1
+    #: effective mode (already resolved by the loader)
+    mode: str = "nat"
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualServer:
+    address: IPAddress
+    port: int
+    protocol: str
+    scheduler: str = "wlc"
+    sh_port: bool = False
+    sh_fallback: bool = False
+    #: effective mode (already resolved by the loader)
+    mode: str = "nat"
+    persistence_timeout: float = 0
+    persistence_netmask: int = 32
+    local_addresses: tuple[IPAddress, ...] = ()
+    local_port_range: tuple[int, int] = (1024, 65535)
+    toa: bool = True
+    toa_kind: int = 254
+    toa_on_syn: bool = False
+    expire_nodest_conn: bool = False
+    real_servers: tuple[RealServer, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    max_connections: int = 1048576
+    sloppy_tcp: bool = False
+    icmp_echo: str = "reply"
+    neighbor_queue: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    file: str
+    #: the resolved default mode (override, else the file's, else "nat")
+    mode: str
+    interfaces: tuple[Interface, ...]
+    routes: tuple[Route, ...] = ()
+    neighbors: tuple[Neighbor, ...] = ()
+    virtual_servers: tuple[VirtualServer, ...] = ()
+    #: every key of DEFAULT_TIMEOUTS, with the file's [timeouts] merged in
+    timeouts: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
+    table: Table = field(default_factory=Table)
+
+
+# --------------------------------------------------------------------------- keys
+
+_TOP_KEYS = ("mode", "interface", "route", "neighbor", "virtual_server", "timeouts", "table")
+_IFACE_KEYS = ("name", "mac", "addresses", "mtu", "driver")
+_ROUTE_KEYS = ("prefix", "via", "interface")
+_NEIGH_KEYS = ("address", "mac", "interface")
+_VS_KEYS = ("address", "port", "protocol", "scheduler", "sh_port", "sh_fallback", "mode",
+            "persistence_timeout", "persistence_netmask", "local_addresses", "local_port_range",
+            "toa", "toa_kind", "toa_on_syn", "expire_nodest_conn", "real_server")
+_RS_KEYS = ("address", "port", "weight", "mode")
+_TABLE_KEYS = ("max_connections", "sloppy_tcp", "icmp_echo", "neighbor_queue")
+
+_MAC_RE = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}")
+# Linux IFNAMSIZ is 16 including the NUL; '/' and whitespace are refused by the kernel.
+_IFNAME_RE = re.compile(r"[^\s/]{1,15}")
+_REQUIRED: Any = object()
+
+
+# --------------------------------------------------------------------------- reading helpers
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _tname(v: Any) -> str:
+    """TOML's name for a Python value's type, for messages."""
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int):
+        return "integer"
+    if isinstance(v, float):
+        return "float"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, (list, tuple)):
+        return "array"
+    if isinstance(v, dict):
+        return "table"
+    return type(v).__name__  # datetime & co.
+
+
+def _is_int(v: Any) -> bool:
+    # bool is an int subclass in Python, but `port = true` is a mistake, not 1.
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+class _Table:
+    """One TOML table being read: refuses unknown keys up front, then hands out
+    typed values; every error carries the key path."""
+
+    __slots__ = ("file", "data", "path")
+
+    def __init__(self, file: str, data: Any, path: str, allowed: tuple[str, ...]) -> None:
+        self.file = file
+        self.path = path
+        if not isinstance(data, dict):
+            raise ConfigError(file, path, f"expected a table, got {_tname(data)}")
+        for key in data:
+            if key not in allowed:
+                name = str(key)
+                hint = difflib.get_close_matches(name, allowed, n=1)
+                did = f"did you mean {hint[0]!r}? " if hint else ""
+                raise ConfigError(file, _join(path, name),
+                                  f"unknown key {name!r} ({did}allowed keys: {', '.join(allowed)})")
+        self.data = data
+
+    def at(self, key: str) -> str:
+        return _join(self.path, key)
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(self.file, self.at(key), message)
+
+    def _get(self, key: str, default: Any, what: str, ok) -> Any:
+        if key not in self.data:
+            if default is _REQUIRED:
+                raise self.error(key, f"missing required key {key!r}")
+            return default
+        v = self.data[key]
+        if not ok(v):
+            if isinstance(v, (dict, list, tuple)):
+                shown = ""
+            else:  # spell the value as TOML would (true, not True)
+                shown = " " + (str(v).lower() if isinstance(v, bool) else repr(v))
+            raise self.error(key, f"expected {what}, got {_tname(v)}{shown}")
+        return v
+
+    def int(self, key: str, default: Any = _REQUIRED, lo: int | None = None,
+            hi: int | None = None) -> Any:
+        v = self._get(key, default, "an integer", _is_int)
+        if key in self.data:
+            _check_range(self, key, v, lo, hi)
+        return v
+
+    def num(self, key: str, default: Any = _REQUIRED, *, positive: bool = False) -> Any:
+        """A float; integers are accepted.  ``positive``: > 0, else >= 0."""
+        v = self._get(key, default, "a number",
+                      lambda x: _is_int(x) or isinstance(x, float))
+        if key not in self.data:
+            return v
+        v = float(v)
+        if not math.isfinite(v):
+            raise self.error(key, f"must be a finite number, got {v}")
+        if positive and v <= 0:
+            raise self.error(key, f"must be > 0, got {v:g}")
+        if not positive and v < 0:
+            raise self.error(key, f"must be >= 0, got {v:g}")
+        return v
+
+    def bool(self, key: str, default: Any = _REQUIRED) -> Any:
+        return self._get(key, default, "a boolean (true/false)", lambda x: isinstance(x, bool))
+
+    def str(self, key: str, default: Any = _REQUIRED, choices: tuple[str, ...] = ()) -> Any:
+        v = self._get(key, default, "a string", lambda x: isinstance(x, str))
+        if choices and key in self.data and v not in choices:
+            raise self.error(key, f"invalid {key} {v!r} (expected one of: {', '.join(choices)})")
+        return v
+
+    def array(self, key: str, default: Any = _REQUIRED) -> Any:
+        return self._get(key, default, "an array", lambda x: isinstance(x, (list, tuple)))
+
+    def tables(self, key: str) -> list[tuple[str, Any]]:
+        """An array of tables (``[[key]]``) as (path, item) pairs; absent = empty."""
+        v = self.data.get(key, [])
+        if isinstance(v, dict):  # `[interface]` written instead of `[[interface]]`
+            raise self.error(key, f"expected an array of tables ([[{self.at(key)}]]), got a single table")
+        if not isinstance(v, (list, tuple)):
+            raise self.error(key, f"expected an array of tables ([[{self.at(key)}]]), got {_tname(v)}")
+        return [(f"{self.at(key)}[{i}]", item) for i, item in enumerate(v)]
+
+
+def _check_range(t: _Table, key: str, v: int, lo: int | None, hi: int | None) -> None:
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        if hi is None:
+            raise t.error(key, f"must be >= {lo}, got {v}")
+        raise t.error(key, f"{v} is out of range {lo}..{hi}")
+
+
+def _ip(file: str, path: str, value: Any) -> IPAddress:
+    if not isinstance(value, str):
+        raise ConfigError(file, path, f"expected an IP address string, got {_tname(value)}")
+    try:
+        return ip_address(value)
+    except ValueError:
+        raise ConfigError(file, path, f"invalid IP address {value!r}") from None
+
+
+def _mac(file: str, path: str, value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise ConfigError(file, path, f"expected a MAC address string, got {_tname(value)}")
+    if not _MAC_RE.fullmatch(value):
+        raise ConfigError(file, path,
+                          f"invalid MAC address {value!r} (expected six hex pairs like 'aa:bb:cc:dd:ee:ff')")
+    mac = bytes.fromhex(value.replace(":", ""))
+    # The I/G bit: a group address can never be a station's own or a neighbour's MAC.
+    if mac[0] & 1:
+        raise ConfigError(file, path, f"{value!r} is a multicast/broadcast MAC, expected a unicast one")
+    return mac
+
+
+def _family(version: int) -> str:
+    return f"IPv{version}"
+
+
+# --------------------------------------------------------------------------- sections
+
+def _interface(file: str, path: str, data: Any) -> Interface:
+    t = _Table(file, data, path, _IFACE_KEYS)
+    name = t.str("name")
+    if not _IFNAME_RE.fullmatch(name) or name in (".", ".."):
+        raise t.error("name", f"invalid interface name {name!r} (1..15 characters, no '/' or whitespace)")
+    mac_s = t.str("mac", None)
+    mac = None if mac_s is None else _mac(file, t.at("mac"), mac_s)
+    raw = t.array("addresses")
+    if not raw:
+        raise t.error("addresses", "needs at least one address with a prefix length, e.g. '198.18.0.1/24'")
+    addrs: list[IPv4Interface | IPv6Interface] = []
+    for i, a in enumerate(raw):
+        p = f"{t.at('addresses')}[{i}]"
+        if not isinstance(a, str):
+            raise ConfigError(file, p, f"expected an address string like '198.18.0.1/24', got {_tname(a)}")
+        # Without a length ipaddress would silently take /32, and then nothing is on-link.
+        if "/" not in a:
+            raise ConfigError(file, p, f"{a!r} needs a prefix length, e.g. '{a}/24'")
+        try:
+            ifa = ip_interface(a)
+        except ValueError:
+            raise ConfigError(file, p, f"invalid interface address {a!r}") from None
+        net = ifa.network
+        if ifa.version == 4 and net.prefixlen < 31 and ifa.ip in (net.network_address, net.broadcast_address):
+            raise ConfigError(file, p, f"{a!r} is the network or broadcast address of {net}")
+        if any(ifa.ip == b.ip for b in addrs):
+            raise ConfigError(file, p, f"duplicate address {ifa.ip}")
+        addrs.append(ifa)
+    mtu = t.int("mtu", 1500, 68, 65535)
+    driver = t.str("driver", "afpacket", DRIVERS)
+    return Interface(name=name, mac=mac, addresses=tuple(addrs), mtu=mtu, driver=driver)
+
+
+def _iface_ref(t: _Table, ifaces: dict[str, Interface]) -> Interface:
+    name = t.str("interface")
+    if name not in ifaces:
+        raise t.error("interface", f"unknown interface {name!r} (defined: {', '.join(ifaces)})")
+    return ifaces[name]
+
+
+def _route(file: str, path: str, data: Any, ifaces: dict[str, Interface]) -> Route:
+    t = _Table(file, data, path, _ROUTE_KEYS)
+    s = t.str("prefix")
+    if "/" not in s:
+        raise t.error("prefix", f"{s!r} needs a prefix length, e.g. '{s}/32'")
+    try:
+        prefix = ip_network(s)  # strict: host bits set is a typo, not a wish
+    except ValueError as e:
+        raise t.error("prefix", f"invalid prefix {s!r}: {e}") from None
+    via_s = t.str("via", None)
+    via = None if via_s is None else _ip(file, t.at("via"), via_s)
+    iface = _iface_ref(t, ifaces)
+    fam = _family(prefix.version)
+    if via is not None and via.version != prefix.version:
+        raise t.error("via", f"gateway {via} is {_family(via.version)} but the prefix {prefix} is {fam}")
+    own = [a for a in iface.addresses if a.version == prefix.version]
+    if not own:
+        raise t.error("prefix", f"{fam} route but interface {iface.name!r} has no {fam} address")
+    if via is not None:
+        if any(via == a.ip for a in own):
+            raise t.error("via", f"gateway {via} is an address of interface {iface.name!r} itself")
+        if not any(via in a.network for a in own):
+            nets = ", ".join(str(a.network) for a in own)
+            raise t.error("via", f"gateway {via} is not inside a connected subnet of "
+                                 f"interface {iface.name!r} ({nets})")
+    return Route(prefix=prefix, via=via, interface=iface.name)
+
+
+def _neighbor(file: str, path: str, data: Any, ifaces: dict[str, Interface]) -> Neighbor:
+    t = _Table(file, data, path, _NEIGH_KEYS)
+    addr = _ip(file, t.at("address"), t.str("address"))
+    mac = _mac(file, t.at("mac"), t.str("mac"))
+    iface = _iface_ref(t, ifaces)
+    if not any(a.version == addr.version for a in iface.addresses):
+        fam = _family(addr.version)
+        raise t.error("address", f"{fam} neighbor but interface {iface.name!r} has no {fam} address")
+    return Neighbor(address=addr, mac=mac, interface=iface.name)
+
+
+def _real_server(file: str, path: str, data: Any, vs_addr: IPAddress, vs_port: int,
+                 vs_mode: str) -> RealServer:
+    t = _Table(file, data, path, _RS_KEYS)
+    addr = _ip(file, t.at("address"), t.str("address"))
+    if addr.version != vs_addr.version:
+        raise t.error("address", f"real server {addr} is {_family(addr.version)} but the service "
+                                 f"{vs_addr} is {_family(vs_addr.version)}")
+    port = t.int("port", vs_port, 1, 65535)
+    weight = t.int("weight", 1, 0, 65535)
+    own = t.str("mode", None, MODES)
+    if own is None:
+        mode = vs_mode
+    elif vs_mode == "fullnat":
+        # FULLNAT rewrites the source of every flow of the service; one RS cannot opt out.
+        if own != "fullnat":
+            raise t.error("mode", f"mode {own!r} conflicts with the service's mode 'fullnat' "
+                                  "(FULLNAT applies to the whole service)")
+        mode = own
+    elif own == "fullnat":
+        raise t.error("mode", "'fullnat' is a service-level mode (set mode = \"fullnat\" on the "
+                              f"virtual_server); a real server may use: {', '.join(RS_MODES)}")
+    else:
+        mode = own
+    # DR leaves the IP packet alone and TUN encapsulates it whole: nothing rewrites the port.
+    if mode in ("dr", "tun") and port != vs_port:
+        raise t.error("port", f"DR/TUN cannot map ports: real server port {port} differs from the "
+                              f"service port {vs_port} (effective mode {mode!r})")
+    return RealServer(address=addr, port=port, weight=weight, mode=mode)
+
+
+def _virtual_server(file: str, path: str, data: Any, default_mode: str) -> VirtualServer:
+    t = _Table(file, data, path, _VS_KEYS)
+    addr = _ip(file, t.at("address"), t.str("address"))
+    if addr.version == 6:
+        # The datapath is IPv4-only for now; everything else here stays family-generic.
+        raise t.error("address", "IPv6 services are not supported yet")
+    port = t.int("port", _REQUIRED, 1, 65535)
+    protocol = t.str("protocol", _REQUIRED, PROTOCOLS)
+    scheduler = t.str("scheduler", "wlc", SCHEDULERS)
+    sh_port = t.bool("sh_port", False)
+    sh_fallback = t.bool("sh_fallback", False)
+    for key, on in (("sh_port", sh_port), ("sh_fallback", sh_fallback)):
+        if on and scheduler != "sh":
+            raise t.error(key, f"{key} only applies to the 'sh' scheduler (scheduler is {scheduler!r})")
+    mode = t.str("mode", None, MODES) or default_mode
+    persistence_timeout = t.num("persistence_timeout", 0.0)
+    maxmask = 32 if addr.version == 4 else 128
+    persistence_netmask = t.int("persistence_netmask", maxmask, 0, maxmask)
+
+    lips: list[IPAddress] = []
+    for i, v in enumerate(t.array("local_addresses", [])):
+        p = f"{t.at('local_addresses')}[{i}]"
+        lip = _ip(file, p, v)
+        if lip.version != addr.version:
+            raise ConfigError(file, p, f"local address {lip} is {_family(lip.version)} but the "
+                                       f"service {addr} is {_family(addr.version)}")
+        if lip in lips:
+            raise ConfigError(file, p, f"duplicate local address {lip}")
+        lips.append(lip)
+    # Only FULLNAT uses LIPs; elsewhere they are kept but ignored, so that a FULLNAT
+    # file still loads with --mode nat.
+    if mode == "fullnat" and not lips:
+        raise t.error("local_addresses", "FULLNAT needs at least one local address (LIP) "
+                                         "to use as the source towards the real servers")
+
+    rng = t.array("local_port_range", [1024, 65535])
+    if len(rng) != 2 or not all(_is_int(x) for x in rng):
+        raise t.error("local_port_range", f"expected [low, high] integers, got {rng!r}")
+    lo, hi = rng
+    if not (1 <= lo <= hi <= 65535):
+        raise t.error("local_port_range", f"[{lo}, {hi}] must satisfy 1 <= low <= high <= 65535")
+
+    toa = t.bool("toa", True)
+    toa_kind = t.int("toa_kind", 254, 0, 255)
+    toa_on_syn = t.bool("toa_on_syn", False)
+    expire_nodest_conn = t.bool("expire_nodest_conn", False)
+
+    rss: list[RealServer] = []
+    seen: dict[tuple[IPAddress, int], int] = {}
+    for j, (p, item) in enumerate(t.tables("real_server")):
+        rs = _real_server(file, p, item, addr, port, mode)
+        key = (rs.address, rs.port)
+        if key in seen:
+            raise ConfigError(file, p, f"duplicate real server {rs.address}:{rs.port} "
+                                       f"(already {t.at('real_server')}[{seen[key]}])")
+        seen[key] = j
+        rss.append(rs)
+    # An empty pool is allowed: the service exists and its packets are dropped (counted).
+    return VirtualServer(
+        address=addr, port=port, protocol=protocol, scheduler=scheduler, sh_port=sh_port,
+        sh_fallback=sh_fallback, mode=mode, persistence_timeout=persistence_timeout,
+        persistence_netmask=persistence_netmask, local_addresses=tuple(lips),
+        local_port_range=(lo, hi), toa=toa, toa_kind=toa_kind, toa_on_syn=toa_on_syn,
+        expire_nodest_conn=expire_nodest_conn, real_servers=tuple(rss))
+
+
+def _timeouts(file: str, data: Any) -> dict[str, float]:
+    t = _Table(file, data, "timeouts", tuple(DEFAULT_TIMEOUTS))
+    out = dict(DEFAULT_TIMEOUTS)
+    for key in t.data:
+        out[key] = t.num(key, positive=True)
+    return out
+
+
+def _table(file: str, data: Any) -> Table:
+    t = _Table(file, data, "table", _TABLE_KEYS)
+    return Table(
+        max_connections=t.int("max_connections", 1048576, 1),
+        sloppy_tcp=t.bool("sloppy_tcp", False),
+        icmp_echo=t.str("icmp_echo", "reply", ICMP_ECHO),
+        neighbor_queue=t.int("neighbor_queue", 64, 0),
+    )
+
+
+# --------------------------------------------------------------------------- entry points
+
+def parse_config(data: dict, file: str = "<config>", mode_override: str | None = None) -> Config:
+    """Validate an already-parsed TOML document and build a :class:`Config`."""
+    file = str(file)
+    top = _Table(file, data, "", _TOP_KEYS)
+    file_mode = top.str("mode", "nat", MODES)
+    if mode_override is not None and mode_override not in MODES:
+        raise ConfigError(file, "", f"mode override {mode_override!r} is not one of: {', '.join(MODES)}")
+    mode = mode_override if mode_override is not None else file_mode
+
+    ifaces: dict[str, Interface] = {}
+    owner: dict[IPAddress, str] = {}
+    items = top.tables("interface")
+    if not items:
+        raise top.error("interface", "at least one [[interface]] is required")
+    for i, (p, item) in enumerate(items):
+        iface = _interface(file, p, item)
+        if iface.name in ifaces:
+            k = list(ifaces).index(iface.name)
+            raise ConfigError(file, f"{p}.name", f"duplicate interface name {iface.name!r} "
+                                                 f"(already interface[{k}])")
+        for k, a in enumerate(iface.addresses):
+            if a.ip in owner:
+                raise ConfigError(file, f"{p}.addresses[{k}]",
+                                  f"{a.ip} is already an address of interface {owner[a.ip]!r}")
+            owner[a.ip] = iface.name
+        ifaces[iface.name] = iface
+
+    routes: list[Route] = []
+    for p, item in top.tables("route"):
+        r = _route(file, p, item, ifaces)
+        for k, prev in enumerate(routes):
+            if prev.prefix == r.prefix:
+                raise ConfigError(file, f"{p}.prefix", f"duplicate route {r.prefix} (already route[{k}])")
+        routes.append(r)
+
+    neighbors: list[Neighbor] = []
+    for p, item in top.tables("neighbor"):
+        n = _neighbor(file, p, item, ifaces)
+        for k, prev in enumerate(neighbors):
+            if (prev.address, prev.interface) == (n.address, n.interface):
+                raise ConfigError(file, f"{p}.address", f"duplicate neighbor {n.address} on "
+                                                        f"{n.interface!r} (already neighbor[{k}])")
+        neighbors.append(n)
+
+    services: list[VirtualServer] = []
+    for p, item in top.tables("virtual_server"):
+        vs = _virtual_server(file, p, item, mode)
+        for k, prev in enumerate(services):
+            if (prev.address, prev.port, prev.protocol) == (vs.address, vs.port, vs.protocol):
+                raise ConfigError(file, p, f"duplicate service {vs.protocol} {vs.address}:{vs.port} "
+                                           f"(already virtual_server[{k}])")
+        services.append(vs)
+
+    timeouts = _timeouts(file, data["timeouts"]) if "timeouts" in data else dict(DEFAULT_TIMEOUTS)
+    table = _table(file, data["table"]) if "table" in data else Table()
+    return Config(file=file, mode=mode, interfaces=tuple(ifaces.values()), routes=tuple(routes),
+                  neighbors=tuple(neighbors), virtual_servers=tuple(services),
+                  timeouts=timeouts, table=table)
+
+
+def load_config(path: str | os.PathLike, mode_override: str | None = None) -> Config:
+    """Read and validate a TOML config file; every problem raises :class:`ConfigError`."""
+    file = os.fspath(path)
+    file = file.decode(errors="replace") if isinstance(file, bytes) else file
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as e:
+        raise ConfigError(file, "", f"cannot read config file: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        # tomllib's message carries "(at line L, column C)".
+        raise ConfigError(file, "", f"TOML syntax error: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(file, "", f"file is not valid UTF-8: {e}") from None
+    return parse_config(data, file, mode_override)

@@ -1,0 +1,172 @@
+"""The connection table: one entry per flow, found from both directions.
+
+Like DPVS, each entry is reachable through two keys: the inbound tuple
+``(proto, caddr, cport, vaddr, vport)`` and, for modes where the director sees
+replies (NAT, FULLNAT), the outbound tuple ``(proto, daddr, dport, laddr, lport)``
+(``laddr``/``lport`` are the client's own for NAT, the LIP/lport for FULLNAT).
+Addresses are packed ``bytes`` (4 or 16 long), so the table is family-agnostic.
+
+The keys are tuples containing ``bytes``, whose hash is CPython's SipHash with a
+per-process random key (PEP 456), so a crafted set of tuples cannot be made to
+collide on purpose — the reason IPVS moved its connection hash to siphash.
+
+Expiry is driven by the ``now`` the caller passes: a lazy min-heap of
+``(expires, seq, conn)`` holds at most one entry per connection; when an entry
+pops early because the connection was refreshed, it is pushed back with its new
+deadline (so a refresh costs nothing on the per-packet path).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from typing import Callable, Iterator
+
+from pylvs.core.dest import Dest
+from pylvs.core.tcpstate import STATES, sES
+
+IN = 0
+OUT = 1
+
+
+class Conn:
+    """One connection (IPVS ``struct ip_vs_conn``)."""
+
+    __slots__ = (
+        "proto", "caddr", "cport", "vaddr", "vport", "laddr", "lport", "daddr", "dport",
+        "dest", "svc", "mode", "state", "expires", "timeout", "inactive", "no_output",
+        "in_ifname", "client_mac", "toa_done", "template",
+        "pkts_in", "pkts_out", "bytes_in", "bytes_out", "in_key", "out_key", "alive",
+    )
+
+    def __init__(self, proto: int, caddr: bytes, cport: int, vaddr: bytes, vport: int,
+                 laddr: bytes, lport: int, daddr: bytes, dport: int, dest: Dest | None,
+                 svc, mode: str) -> None:
+        self.proto = proto
+        self.caddr, self.cport = caddr, cport
+        self.vaddr, self.vport = vaddr, vport
+        self.laddr, self.lport = laddr, lport
+        self.daddr, self.dport = daddr, dport
+        self.dest = dest
+        self.svc = svc
+        self.mode = mode
+        self.state = 0
+        self.expires = 0.0
+        self.timeout = 0.0
+        #: IPVS IP_VS_CONN_F_INACTIVE: counted in dest.inactive rather than active
+        self.inactive = False
+        #: IPVS IP_VS_CONN_F_NOOUTPUT: DR/TUN, use the input-only state table
+        self.no_output = mode in ("dr", "tun")
+        self.in_ifname = ""
+        self.client_mac = b""
+        self.toa_done = False
+        self.template = None
+        self.pkts_in = self.pkts_out = self.bytes_in = self.bytes_out = 0
+        self.in_key = (proto, caddr, cport, vaddr, vport)
+        self.out_key = None if self.no_output else (proto, daddr, dport, laddr, lport)
+        self.alive = True
+
+    @property
+    def state_name(self) -> str:
+        return STATES[self.state]
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"<Conn {self.proto} {self.in_key} -> {self.daddr.hex()}:{self.dport} {self.state_name}>"
+
+
+class ConnTable:
+    """Flows by both keys, with a hard capacity and time-driven expiry."""
+
+    def __init__(self, max_size: int, on_expire: Callable[[Conn], None] | None = None) -> None:
+        self.max_size = max_size
+        self._map: dict[tuple, tuple[Conn, int]] = {}
+        self._heap: list[tuple[float, int, Conn]] = []
+        self._seq = itertools.count()
+        self._count = 0
+        self._on_expire = on_expire
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[Conn]:
+        for conn, direction in self._map.values():
+            if direction == IN:
+                yield conn
+
+    @property
+    def full(self) -> bool:
+        return self._count >= self.max_size
+
+    def lookup(self, key: tuple, now: float) -> tuple[Conn, int] | None:
+        """Find a flow by either key; an expired one is removed and not returned."""
+        hit = self._map.get(key)
+        if hit is None:
+            return None
+        conn = hit[0]
+        if conn.expires <= now:
+            self._expire(conn)
+            return None
+        return hit
+
+    def taken(self, key: tuple, now: float) -> bool:
+        return self.lookup(key, now) is not None
+
+    def insert(self, conn: Conn, now: float) -> bool:
+        """Add a flow; False when the table is full or a key is already in use."""
+        if self._count >= self.max_size:
+            return False
+        if self.lookup(conn.in_key, now) is not None:
+            return False
+        if conn.out_key is not None and self.lookup(conn.out_key, now) is not None:
+            return False
+        self._map[conn.in_key] = (conn, IN)
+        if conn.out_key is not None:
+            self._map[conn.out_key] = (conn, OUT)
+        self._count += 1
+        heapq.heappush(self._heap, (conn.expires, next(self._seq), conn))
+        return True
+
+    def set_expiry(self, conn: Conn, expires: float) -> None:
+        """Move a flow's deadline; only an earlier one needs a new heap entry."""
+        if expires < conn.expires and conn.alive:
+            heapq.heappush(self._heap, (expires, next(self._seq), conn))
+        conn.expires = expires
+
+    def remove(self, conn: Conn) -> None:
+        if not conn.alive:
+            return
+        conn.alive = False
+        self._map.pop(conn.in_key, None)
+        if conn.out_key is not None:
+            self._map.pop(conn.out_key, None)
+        self._count -= 1
+
+    def _expire(self, conn: Conn) -> None:
+        self.remove(conn)
+        if self._on_expire is not None:
+            self._on_expire(conn)
+
+    def expire(self, now: float, budget: int = 1 << 30) -> int:
+        """Drop flows whose deadline passed, at most ``budget`` heap pops."""
+        heap = self._heap
+        n = 0
+        while heap and heap[0][0] <= now and budget > 0:
+            budget -= 1
+            _, _, conn = heapq.heappop(heap)
+            if not conn.alive:
+                continue
+            if conn.expires > now:
+                # refreshed since it was queued: re-arm at the new deadline
+                heapq.heappush(heap, (conn.expires, next(self._seq), conn))
+                continue
+            self._expire(conn)
+            n += 1
+        return n
+
+    def next_deadline(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    def clear(self) -> None:
+        for conn in list(self):
+            self._expire(conn)
+        self._heap.clear()

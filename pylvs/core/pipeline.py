@@ -1,0 +1,555 @@
+"""The director: frame in (with its interface and the time), actions out.
+
+Sans-I/O: nothing here opens a socket, touches an event loop or reads a clock.
+Live I/O, ``pylvs replay``, tests and fuzzers all drive :meth:`Director.handle`
+and :meth:`Director.tick` and carry out the returned actions.
+
+The packet walk follows IPVS (``ip_vs_in`` / ``ip_vs_out``): look the flow up by
+either tuple; a miss to a virtual service schedules a new flow (TCP only on a
+SYN, never on an RST); the state machine advances; the mode's rewrite runs; the
+next hop comes from routes and the neighbour table.  Every refusal is a
+:class:`Drop` with a reason, counted in :attr:`Director.drops`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import NamedTuple
+
+from pylvs.core.arp import ARP_REQUEST, parse_arp, reply_frame, request_frame
+from pylvs.core.conntable import IN, OUT, Conn, ConnTable
+from pylvs.core.icmp import (
+    ICMP_DEST_UNREACH, ICMP_EXC_TTL, ICMP_FRAG_NEEDED, ICMP_TIME_EXCEEDED,
+    echo_reply_frame, error_frame, fix_icmp_checksum, may_send_error_about,
+)
+from pylvs.core.modes import IPIP_OVERHEAD, RULES, encap_ipip, fragment, xlate_in, xlate_out
+from pylvs.core.packet import (
+    BROADCAST, ETH_HLEN, ICMP_ECHO, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+    RELATED_ICMP_TYPES, TH_ACK, TH_RST, TH_SYN, Packet, parse_icmp_inner, parse_ipv4,
+)
+from pylvs.core.rewrite import DST, SRC, dec_ttl, set_addr, set_macs, set_port
+from pylvs.core.routing import ARP_RETRANS, ARP_TRIES, Iface, Neighbors, Pending, Routes
+from pylvs.core.service import Service, build_services
+from pylvs.core.tcpstate import DIR_INPUT, DIR_INPUT_ONLY, DIR_OUTPUT, STATES, next_state, sES, sSR, sTW
+from pylvs.core.toa import clamp_mss, insert_toa, strip_toa
+
+_ETH_IP = b"\x08\x00"
+_ETH_ARP = b"\x08\x06"
+
+
+class Send(NamedTuple):
+    """Transmit ``frame`` out of ``interface``.  ``kind`` is "forward" (a client
+    or server packet passed on), "reply" (the director answers: ARP, ICMP) or
+    "resolve" (an ARP request for a next hop)."""
+
+    interface: str
+    frame: bytes
+    kind: str = "forward"
+
+
+class Drop(NamedTuple):
+    reason: str
+
+
+class Hold(NamedTuple):
+    """The packet waits for ARP resolution of its next hop (bounded queue)."""
+
+    reason: str
+
+
+class Absorb(NamedTuple):
+    """Consumed by the director with nothing to send (e.g. an ARP reply learned)."""
+
+    reason: str
+
+
+Action = Send | Drop | Hold | Absorb
+
+
+def verdict(actions: list[Action]) -> str:
+    """One word for what happened to an input frame (the replay log's field)."""
+    kinds = {a.kind for a in actions if isinstance(a, Send)}
+    if "forward" in kinds:
+        return "forward"
+    if any(isinstance(a, Hold) for a in actions):
+        return "hold"
+    if kinds:
+        return "reply"
+    if any(isinstance(a, Drop) for a in actions):
+        return "drop"
+    return "absorb"
+
+
+class Director:
+    """A load balancer's whole datapath state, built from a :class:`pylvs.config.Config`."""
+
+    def __init__(self, config, *, macs: dict[str, bytes] | None = None) -> None:
+        self.config = config
+        macs = macs or {}
+        self.ifaces: dict[str, Iface] = {}
+        for ic in config.interfaces:
+            mac = macs.get(ic.name, ic.mac)
+            if mac is None:
+                raise ValueError(f"interface {ic.name}: no MAC address (set interface.mac for replay)")
+            self.ifaces[ic.name] = Iface(
+                name=ic.name, mac=mac, mtu=ic.mtu,
+                addrs=[a.ip.packed for a in ic.addresses], nets=[a.network for a in ic.addresses],
+            )
+        self.routes = Routes(self.ifaces, config.routes)
+        self.neigh = Neighbors(config.neighbors, config.table.neighbor_queue)
+        self.services: list[Service] = build_services(config)
+        self._svc_by_key = {(s.proto, s.addr, s.port): s for s in self.services}
+        self.timeouts = dict(config.timeouts)
+        self._tcp_timeouts = [float(self.timeouts[name.lower()]) for name in STATES]
+        self.table = ConnTable(config.table.max_connections, on_expire=self._on_expire)
+        self.sloppy_tcp = config.table.sloppy_tcp
+        self.icmp_echo = config.table.icmp_echo
+        self.drops: Counter[str] = Counter()
+        self.events: Counter[str] = Counter()
+        self._ip_id = 0
+        # Addresses the director owns or answers for.
+        vips = {s.addr for s in self.services}
+        lips = {lip for s in self.services for lip in s.lips}
+        self.local_addrs = vips | lips | {a for i in self.ifaces.values() for a in i.addrs}
+        self._arp_targets = {n: vips | lips | set(i.addrs) for n, i in self.ifaces.items()}
+
+    # ------------------------------------------------------------------ entry points
+
+    def handle(self, frame: bytes | bytearray, interface: str, now: float) -> list[Action]:
+        """Process one Ethernet frame that arrived on ``interface`` at time ``now``."""
+        self.table.expire(now, budget=64)  # incremental sweep: bounded work per packet
+        iface = self.ifaces.get(interface)
+        if iface is None:
+            return self._drop("unknown_interface")
+        if len(frame) < ETH_HLEN:
+            return self._drop("eth_truncated")
+        dmac = frame[0:6]
+        etype = frame[12:14]
+        if etype == _ETH_ARP:
+            if dmac != iface.mac and dmac != BROADCAST:
+                return self._drop("not_for_us")
+            return self._arp(frame, iface)
+        if dmac != iface.mac:
+            return self._drop("not_for_us")
+        if etype != _ETH_IP:
+            return self._drop("unsupported_ethertype")
+        p = parse_ipv4(bytearray(frame))
+        if isinstance(p, str):
+            return self._drop(p)
+        if p.proto == IPPROTO_TCP or p.proto == IPPROTO_UDP:
+            return self._l4(p, iface, now)
+        if p.proto == IPPROTO_ICMP:
+            return self._icmp(p, iface, now)
+        return self._drop("unsupported_protocol" if p.dst in self.local_addrs else "not_for_service")
+
+    def tick(self, now: float) -> list[Action]:
+        """Timers: expire flows and templates, retry or give up ARP resolution."""
+        self.table.expire(now)
+        for s in self.services:
+            s.expire_templates(now)
+        out: list[Action] = []
+        for key, pend in list(self.neigh.pending.items()):
+            if now - pend.last < ARP_RETRANS:
+                continue
+            if pend.tries >= ARP_TRIES:
+                del self.neigh.pending[key]
+                self.drops["neighbor_unresolved"] += len(pend.frames)
+                out.extend(Drop("neighbor_unresolved") for _ in pend.frames)
+                continue
+            out.append(self._arp_request(key[0], key[1], pend, now))
+        return out
+
+    # ------------------------------------------------------------------ helpers
+
+    def _drop(self, reason: str) -> list[Action]:
+        self.drops[reason] += 1
+        return [Drop(reason)]
+
+    def _next_id(self) -> int:
+        self._ip_id = (self._ip_id + 1) & 0xFFFF
+        return self._ip_id
+
+    def _on_expire(self, c: Conn) -> None:
+        d = c.dest
+        if d is not None:
+            if c.inactive:
+                d.inactive -= 1
+            else:
+                d.active -= 1
+        t = c.template
+        if t is not None:
+            t.n_control -= 1
+        self.events["conns_expired"] += 1
+
+    def _set_timeout(self, c: Conn, now: float) -> None:
+        if c.proto == IPPROTO_TCP:
+            t = self._tcp_timeouts[c.state]
+        else:
+            t = self.timeouts["udp"]
+        self.table.set_expiry(c, now + t)
+
+    def _set_state(self, c: Conn, direction: int, flags: int, now: float) -> None:
+        """IPVS ``set_tcp_state``: pick the table, move, keep active/inactive counts."""
+        tdir = DIR_INPUT if direction == IN else DIR_OUTPUT
+        if c.no_output:
+            if direction == OUT:
+                c.no_output = False
+            else:
+                tdir = DIR_INPUT_ONLY
+        new = next_state(tdir, c.state, flags)
+        d = c.dest
+        if new != c.state and d is not None:
+            if not c.inactive and new != sES:
+                d.active -= 1
+                d.inactive += 1
+                c.inactive = True
+            elif c.inactive and new == sES:
+                d.active += 1
+                d.inactive -= 1
+                c.inactive = False
+        c.state = new
+        self._set_timeout(c, now)
+
+    # ------------------------------------------------------------------ ARP
+
+    def _arp(self, frame: bytes | bytearray, iface: Iface) -> list[Action]:
+        a = parse_arp(frame)
+        if isinstance(a, str):
+            return self._drop(a)
+        out: list[Action] = []
+        if a.spa != b"\x00\x00\x00\x00" and self.routes.on_link(a.spa) == iface.name:
+            for buf in self.neigh.learn(iface.name, a.spa, a.sha):
+                buf[0:6] = a.sha
+                out.append(Send(iface.name, bytes(buf), "forward"))
+        if a.op == ARP_REQUEST and a.tpa in self._arp_targets[iface.name]:
+            self.events["arp_replies"] += 1
+            out.append(Send(iface.name, reply_frame(a, bytes(frame[6:12]), iface.mac), "reply"))
+        if out:
+            return out
+        if a.op == ARP_REQUEST:
+            return self._drop("arp_not_for_us")
+        self.events["arp_absorbed"] += 1
+        return [Absorb("arp_learned")]
+
+    def _arp_request(self, ifname: str, nexthop: bytes, pend: Pending, now: float) -> Send:
+        iface = self.ifaces[ifname]
+        pend.tries += 1
+        pend.last = now
+        self.events["arp_requests"] += 1
+        return Send(ifname, request_frame(iface.mac, iface.primary, nexthop), "resolve")
+
+    # ------------------------------------------------------------------ output
+
+    def _emit(self, ifname: str, nexthop: bytes | None, dmac: bytes | None, p: Packet,
+              now: float) -> list[Action]:
+        """Fill in the Ethernet header and send, fragmenting if needed (DF clear)."""
+        iface = self.ifaces[ifname]
+        buf = p.buf
+        frames = [buf]
+        if p.ip_len > iface.mtu:
+            frames = fragment(buf, p.l3, iface.mtu)
+            self.events["fragments_sent"] += len(frames)
+        if dmac is None:
+            dmac = self.neigh.get(ifname, nexthop)
+        if dmac is None:
+            return self._queue(ifname, nexthop, frames, iface, now)
+        out: list[Action] = []
+        for f in frames:
+            set_macs(f, dmac, iface.mac)
+            out.append(Send(ifname, bytes(f), "forward"))
+        return out
+
+    def _queue(self, ifname: str, nexthop: bytes, frames: list[bytearray], iface: Iface,
+               now: float) -> list[Action]:
+        key = (ifname, nexthop)
+        pend = self.neigh.pending.get(key)
+        if pend is None:
+            pend = self.neigh.pending[key] = Pending()
+        out: list[Action] = []
+        if pend.tries < ARP_TRIES and now - pend.last >= ARP_RETRANS:
+            out.append(self._arp_request(ifname, nexthop, pend, now))
+        for f in frames:
+            if len(pend.frames) >= self.neigh.queue_limit:
+                self.drops["neighbor_queue_full"] += 1
+                out.append(Drop("neighbor_queue_full"))
+                continue
+            f[6:12] = iface.mac
+            f[12:14] = _ETH_IP
+            pend.frames.append(f)
+            out.append(Hold("neighbor_pending"))
+        return out
+
+    def _error(self, p: Packet, iface: Iface, icmp_type: int, code: int, rest: int,
+               src_ip: bytes, reason: str) -> list[Action]:
+        """Drop ``p`` with ``reason`` and, where RFC 1812 allows, answer with ICMP."""
+        self.drops[reason] += 1
+        out: list[Action] = [Drop(reason)]
+        if may_send_error_about(p):
+            self.events["icmp_errors_sent"] += 1
+            frame = error_frame(p, src_ip, iface.mac, icmp_type, code, rest, self._next_id())
+            out.insert(0, Send(iface.name, frame, "reply"))
+        return out
+
+    def _time_exceeded(self, p: Packet, iface: Iface) -> list[Action]:
+        # RFC 1812 §4.3.2.4: a router's own address on the link the packet came in on.
+        return self._error(p, iface, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL, 0, iface.primary, "ttl_exceeded")
+
+    def _route_to_dest(self, c: Conn) -> tuple[str, bytes] | None:
+        if c.mode == "dr":
+            ifn = self.routes.on_link(c.daddr)  # DR needs the RS on the same segment
+            return (ifn, c.daddr) if ifn is not None else None
+        return self.routes.lookup(c.daddr)
+
+    # ------------------------------------------------------------------ TCP / UDP
+
+    def _l4(self, p: Packet, iface: Iface, now: float) -> list[Action]:
+        hit = self.table.lookup((p.proto, p.src, p.sport, p.dst, p.dport), now)
+        if hit is not None:
+            c, direction = hit
+            if direction == IN and self._reuse_expired(c, p):
+                hit = None
+        if hit is None:
+            svc = self._svc_by_key.get((p.proto, p.dst, p.dport))
+            if svc is None:
+                return self._drop("no_service" if p.dst in self.local_addrs else "not_for_service")
+            if p.proto == IPPROTO_TCP:
+                if p.flags & TH_RST:
+                    return self._drop("tcp_rst_no_conn")  # an RST never creates an entry
+                if not p.flags & TH_SYN and not self.sloppy_tcp:
+                    return self._drop("tcp_no_conn")
+            res = self._schedule(svc, p, iface, now)
+            if not isinstance(res, Conn):
+                return res
+            return self._forward_in(res, p, iface, now)
+        c, direction = hit
+        if c.dest is not None and not c.dest.available and c.svc.expire_nodest_conn:
+            # IPVS expire_nodest_conn: the server is gone, so is the flow.
+            self.table.remove(c)
+            self._on_expire(c)
+            return self._drop("dest_unavailable")
+        if direction == IN:
+            return self._forward_in(c, p, iface, now)
+        return self._forward_out(c, p, iface, now)
+
+    def _reuse_expired(self, c: Conn, p: Packet) -> bool:
+        """IPVS ``conn_reuse_mode``: a fresh SYN on a TIME_WAIT entry starts over."""
+        if p.proto != IPPROTO_TCP or (p.flags & (TH_SYN | TH_ACK | TH_RST)) != TH_SYN:
+            return False
+        if c.state != sTW:
+            return False
+        self.table.remove(c)
+        self._on_expire(c)
+        self.events["conns_reused"] += 1
+        return True
+
+    def _schedule(self, svc: Service, p: Packet, iface: Iface, now: float) -> Conn | list[Action]:
+        if self.table.full:
+            return self._drop("conn_table_full")
+        dest, template = svc.choose(p.src, p.sport, now)
+        if dest is None:
+            return self._drop("no_real_server")
+        rule = RULES[dest.mode]
+        if rule.routed and p.ttl <= 1:
+            return self._time_exceeded(p, iface)
+        if rule.snat:
+            alloc = svc.allocate_local(p.proto, dest, lambda k: self.table.taken(k, now))
+            if alloc is None:
+                return self._drop("fullnat_no_local_port")
+            laddr, lport = alloc
+        else:
+            laddr, lport = p.src, p.sport
+        dport = dest.port if rule.port_mapping else p.dport
+        c = Conn(p.proto, p.src, p.sport, p.dst, p.dport, laddr, lport, dest.addr, dport, dest, svc, dest.mode)
+        c.in_ifname = iface.name
+        c.client_mac = p.src_mac
+        c.expires = now  # set properly by the first state transition
+        if not self.table.insert(c, now):
+            return self._drop("tuple_collision")
+        # IPVS ip_vs_bind_dest: a new flow starts counted active; the first
+        # state transition (SYN → SYN_RECV) moves it to inactive.
+        dest.active += 1
+        dest.conns += 1
+        svc.conns += 1
+        if template is not None:
+            template.n_control += 1
+            c.template = template
+        self.events["conns_created"] += 1
+        if p.proto != IPPROTO_TCP:
+            # UDP has no ESTABLISHED: counted inactive, as ipvsadm shows it.
+            dest.active -= 1
+            dest.inactive += 1
+            c.inactive = True
+        return c
+
+    def _account(self, c: Conn, p: Packet, inbound: bool) -> None:
+        n = p.ip_len
+        d = c.dest
+        s = c.svc
+        if inbound:
+            c.pkts_in += 1
+            c.bytes_in += n
+            s.pkts_in += 1
+            s.bytes_in += n
+            if d is not None:
+                d.pkts_in += 1
+                d.bytes_in += n
+        else:
+            c.pkts_out += 1
+            c.bytes_out += n
+            s.pkts_out += 1
+            s.bytes_out += n
+            if d is not None:
+                d.pkts_out += 1
+                d.bytes_out += n
+
+    def _forward_in(self, c: Conn, p: Packet, iface: Iface, now: float) -> list[Action]:
+        rule = RULES[c.mode]
+        if rule.routed and p.ttl <= 1:
+            return self._time_exceeded(p, iface)
+        route = self._route_to_dest(c)
+        if route is None:
+            return self._drop("no_route")
+        ifname, nexthop = route
+        egress = self.ifaces[ifname]
+        extra = IPIP_OVERHEAD if rule.encap else 0
+        if p.ip_len + extra > egress.mtu and p.df:
+            # RFC 1191: tell the sender the largest datagram that will fit.
+            return self._error(p, iface, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, egress.mtu - extra,
+                               p.dst, "frag_needed")
+        prev_state = c.state
+        if p.proto == IPPROTO_TCP:
+            self._set_state(c, IN, p.flags, now)
+        else:
+            self._set_timeout(c, now)
+        self._account(c, p, True)
+        buf = p.buf
+        if rule.routed:
+            dec_ttl(buf, p.l3)
+        toa = c.mode == "fullnat" and p.proto == IPPROTO_TCP and c.svc.toa
+        if toa and strip_toa(p, c.svc.toa_kind):
+            self.events["toa_stripped"] += 1
+        xlate_in(c, rule, buf, p.l3, p.l4, p.proto)
+        if toa and not c.toa_done and self._toa_due(c, p, prev_state):
+            res = insert_toa(p, c.svc.toa_option(c.caddr, c.cport), egress.mtu)
+            self.events["toa_" + res] += 1
+            c.toa_done = res == "inserted" or not (p.flags & TH_SYN)
+        if rule.encap:
+            encap_ipip(p, egress.primary, c.daddr)
+        return self._emit(ifname, nexthop, None, p, now)
+
+    @staticmethod
+    def _toa_due(c: Conn, p: Packet, prev_state: int) -> bool:
+        """TOA goes in the ACK completing the handshake (optionally the SYN too)."""
+        f = p.flags
+        if f & TH_RST:
+            return False
+        if f & TH_SYN:
+            return c.svc.toa_on_syn and not f & TH_ACK
+        return bool(f & TH_ACK) and prev_state == sSR
+
+    def _forward_out(self, c: Conn, p: Packet, iface: Iface, now: float) -> list[Action]:
+        rule = RULES[c.mode]
+        if rule.routed and p.ttl <= 1:
+            return self._time_exceeded(p, iface)
+        egress = self.ifaces[c.in_ifname]
+        if p.ip_len > egress.mtu and p.df:
+            return self._error(p, iface, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, egress.mtu,
+                               iface.primary, "frag_needed")
+        if p.proto == IPPROTO_TCP:
+            self._set_state(c, OUT, p.flags, now)
+        else:
+            self._set_timeout(c, now)
+        self._account(c, p, False)
+        buf = p.buf
+        if rule.routed:
+            dec_ttl(buf, p.l3)
+        xlate_out(c, rule, buf, p.l3, p.l4, p.proto)
+        if c.mode == "fullnat" and p.proto == IPPROTO_TCP and c.svc.toa and p.flags & TH_SYN:
+            # The RS's MSS must leave room for the 8 TOA bytes we add inbound.
+            if clamp_mss(p, len(c.svc.toa_option(c.caddr, c.cport))):
+                self.events["mss_clamped"] += 1
+        return self._emit(c.in_ifname, None, c.client_mac, p, now)
+
+    # ------------------------------------------------------------------ ICMP
+
+    def _icmp(self, p: Packet, iface: Iface, now: float) -> list[Action]:
+        t = p.icmp_type
+        if t in RELATED_ICMP_TYPES:
+            return self._icmp_related(p, iface, now)
+        if p.dst not in self.local_addrs:
+            return self._drop("not_for_service")
+        if t == ICMP_ECHO and self.icmp_echo == "reply":
+            self.events["icmp_echo_replies"] += 1
+            return [Send(iface.name, echo_reply_frame(p, iface.mac, self._next_id()), "reply")]
+        return self._drop("icmp_unsupported")
+
+    def _icmp_related(self, p: Packet, iface: Iface, now: float) -> list[Action]:
+        """Relay an ICMP error about a tracked flow (IPVS ip_vs_in_icmp/ip_vs_out_icmp).
+
+        The quoted datagram is one the erring host received from us; reversed,
+        its tuple is one of the flow's keys.  Outer and inner headers are
+        rewritten so the receiver sees the error about what *it* sent.
+        """
+        q = parse_icmp_inner(p.buf, p)
+        if isinstance(q, str):
+            return self._drop(q)
+        if q.proto not in (IPPROTO_TCP, IPPROTO_UDP):
+            return self._drop("icmp_no_conn")
+        hit = self.table.lookup((q.proto, q.dst, q.dport, q.src, q.sport), now)
+        if hit is None:
+            return self._drop("icmp_no_conn")
+        c, direction = hit
+        rule = RULES[c.mode]
+        # The error must be addressed to whoever sent the quoted datagram.
+        if p.dst != (c.vaddr if direction == IN else c.laddr):
+            return self._drop("icmp_no_conn")
+        if rule.routed and p.ttl <= 1:
+            return self._drop("ttl_exceeded")  # never an ICMP error about an ICMP error
+        buf = p.buf
+        end = p.l3 + p.ip_len
+        il3, il4 = q.off, q.off + q.ihl
+        if rule.routed:
+            dec_ttl(buf, p.l3)
+        self.events["icmp_relayed"] += 1
+        if direction == OUT:
+            # From the server side: make it about client ⇄ VIP.
+            set_addr(buf, il3, il4, q.proto, DST, c.vaddr, end)
+            set_port(buf, il4, q.proto, 2, c.vport, end)
+            if rule.snat:
+                set_addr(buf, il3, il4, q.proto, SRC, c.caddr, end)
+                set_port(buf, il4, q.proto, 0, c.cport, end)
+                set_addr(buf, p.l3, p.l4, IPPROTO_ICMP, DST, c.caddr)
+            set_addr(buf, p.l3, p.l4, IPPROTO_ICMP, SRC, c.vaddr)
+            fix_icmp_checksum(buf, p.l4, end)
+            return self._emit(c.in_ifname, None, c.client_mac, p, now)
+        # From the client side, about a reply we sent as the VIP.
+        route = self._route_to_dest(c)
+        if route is None:
+            return self._drop("no_route")
+        ifname, nexthop = route
+        if rule.port_mapping:
+            set_addr(buf, il3, il4, q.proto, SRC, c.daddr, end)
+            set_port(buf, il4, q.proto, 0, c.dport, end)
+            set_addr(buf, p.l3, p.l4, IPPROTO_ICMP, DST, c.daddr)
+        if rule.snat:
+            set_addr(buf, il3, il4, q.proto, DST, c.laddr, end)
+            set_port(buf, il4, q.proto, 2, c.lport, end)
+            set_addr(buf, p.l3, p.l4, IPPROTO_ICMP, SRC, c.laddr)
+        fix_icmp_checksum(buf, p.l4, end)
+        if rule.encap:
+            encap_ipip(p, self.ifaces[ifname].primary, c.daddr)
+        return self._emit(ifname, nexthop, None, p, now)
+
+    # ------------------------------------------------------------------ introspection
+
+    def stats(self) -> dict:
+        """Counters for logs, the CLI and tests (plain data)."""
+        return {
+            "connections": len(self.table),
+            "drops": dict(sorted(self.drops.items())),
+            "events": dict(sorted(self.events.items())),
+            "services": [s.stats() for s in self.services],
+        }
+
+
+__all__ = ["Director", "Send", "Drop", "Hold", "Absorb", "Action", "verdict"]

@@ -1,0 +1,112 @@
+"""FULLNAT's TCP Option Address (TOA) and the MSS adjustment that goes with it.
+
+The real server in FULLNAT sees only the director's local address (LIP), so the
+director hands it the client's address and port as a TCP option (Alibaba's TOA,
+also DPVS): kind 254 (configurable; Alibaba used 253 for IPv6), length 8 for
+IPv4 / 20 for IPv6, then the client port and address in network order.  The
+RS-side TOA module reads it from the ACK that completes the handshake.
+
+A client may put a TOA-kind option in its own segments to claim any address
+(a bug DPVS had to fix), so every such option is removed before ours goes in.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pylvs.native import checksum, csum_replace2, pseudo_header_sum
+from pylvs.core.packet import IPPROTO_TCP, Packet, iter_tcp_options
+from pylvs.core.rewrite import set_ip_total_length
+
+_u16 = struct.Struct("!H")
+
+TCPOPT_NOP = 1
+TCPOPT_MSS = 2
+MAX_TCP_HEADER = 60
+
+
+def toa_option(kind: int, caddr: bytes, cport: int) -> bytes:
+    """The TOA option bytes: kind, length, port, address (8 or 20 bytes)."""
+    return bytes((kind, 4 + len(caddr))) + _u16.pack(cport) + caddr
+
+
+def fix_tcp_checksum(buf: bytearray, l3: int, l4: int, end: int) -> None:
+    """Recompute the TCP checksum from scratch (used after option surgery)."""
+    buf[l4 + 16:l4 + 18] = b"\x00\x00"
+    src = bytes(buf[l3 + 12:l3 + 16])
+    dst = bytes(buf[l3 + 16:l3 + 20])
+    s = pseudo_header_sum(src, dst, IPPROTO_TCP, end - l4)
+    _u16.pack_into(buf, l4 + 16, checksum(memoryview(buf)[l4:end], s))
+
+
+def strip_toa(p: Packet, kind: int) -> int:
+    """Replace every TOA-kind option in the segment with NOPs; returns how many.
+
+    Parsing stops where a receiving TCP's would (EOL or a malformed length),
+    so nothing the RS's TOA module could read survives.
+    """
+    buf = p.buf
+    hits = [(o, ln) for o, k, ln in iter_tcp_options(buf, p.l4 + 20, p.l4 + p.doff) if k == kind]
+    if not hits:
+        return 0
+    for o, ln in hits:
+        buf[o:o + ln] = bytes((TCPOPT_NOP,)) * ln
+    fix_tcp_checksum(buf, p.l3, p.l4, p.l3 + p.ip_len)
+    return len(hits)
+
+
+def insert_toa(p: Packet, option: bytes, mtu: int) -> str:
+    """Put ``option`` first among the TCP options, growing the packet in place.
+
+    Returns "inserted", or why it was skipped: "no_room" (the 40 bytes of
+    option space cannot take it) or "mtu" (the grown packet would not fit
+    the egress MTU).  Other options keep their order; NOPs pad to 32 bits.
+    """
+    buf = p.buf
+    l3, l4, doff = p.l3, p.l4, p.doff
+    old_opts = bytes(buf[l4 + 20:l4 + doff])
+    # Drop trailing EOL/padding: it will be re-padded after the new option.
+    cut = len(old_opts)
+    last = 0
+    for o, _k, ln in iter_tcp_options(old_opts, 0, len(old_opts)):
+        last = o + ln
+    cut = last
+    body = option + old_opts[:cut]
+    new_len = (len(body) + 3) & ~3
+    if 20 + new_len > MAX_TCP_HEADER:
+        return "no_room"
+    grow = 20 + new_len - doff
+    if p.ip_len + grow > mtu:
+        return "mtu"
+    opts = body + bytes((TCPOPT_NOP,)) * (new_len - len(body))
+    buf[l4 + 20:l4 + doff] = opts
+    p.doff = doff = 20 + new_len
+    buf[l4 + 12] = (doff // 4) << 4 | (buf[l4 + 12] & 0x0F)
+    p.ip_len += grow
+    set_ip_total_length(buf, l3, p.ip_len)
+    fix_tcp_checksum(buf, l3, l4, l3 + p.ip_len)
+    return "inserted"
+
+
+def clamp_mss(p: Packet, delta: int) -> bool:
+    """Lower the MSS option by ``delta`` (the TOA length), patching the checksum."""
+    buf = p.buf
+    for o, k, ln in iter_tcp_options(buf, p.l4 + 20, p.l4 + p.doff):
+        if k == TCPOPT_MSS and ln == 4:
+            old = _u16.unpack_from(buf, o + 2)[0]
+            if old <= delta:
+                return False
+            new = old - delta
+            _u16.pack_into(buf, o + 2, new)
+            # The option may sit at an odd offset from the segment start, where
+            # the 16-bit word boundaries fall mid-field: recompute in that case.
+            if (o + 2 - p.l4) & 1:
+                fix_tcp_checksum(buf, p.l3, p.l4, p.l3 + p.ip_len)
+            else:
+                c = _u16.unpack_from(buf, p.l4 + 16)[0]
+                _u16.pack_into(buf, p.l4 + 16, csum_replace2(c, old, new))
+            return True
+    return False
+
+
+__all__ = ["toa_option", "strip_toa", "insert_toa", "clamp_mss", "fix_tcp_checksum"]
