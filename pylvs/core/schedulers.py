@@ -22,19 +22,12 @@ from math import gcd
 
 from .dest import Dest
 
-__all__ = [
-    "Scheduler", "RoundRobin", "WeightedRoundRobin", "SourceHashing",
-    "LeastConnection", "WeightedLeastConnection", "MaglevHashing",
-    "SCHEDULERS", "make_scheduler",
-]
+__all__ = ["Scheduler", "RoundRobin", "WeightedRoundRobin", "SourceHashing", "LeastConnection",
+           "WeightedLeastConnection", "MaglevHashing", "SCHEDULERS", "make_scheduler"]
 
 _M32 = 0xFFFFFFFF
 _GOLDEN_RATIO_32 = 0x61C88647  # include/linux/hash.h
 
-
-# --------------------------------------------------------------------------
-# Small integer hashes (kernel ones, reimplemented so results are stable)
-# --------------------------------------------------------------------------
 
 def _addr_fold(addr: bytes) -> int:
     """IPVS ``addr_fold``: an IPv4 address as a host-order u32; for IPv6 the
@@ -82,10 +75,6 @@ def _hsiphash_u32(m: int, k0: int, k1: int, c_rounds: int = 1, d_rounds: int = 3
     return v1 ^ v3
 
 
-# --------------------------------------------------------------------------
-# Base class and the stateless/simple schedulers
-# --------------------------------------------------------------------------
-
 class Scheduler:
     """Base class.  ``sh_port``/``sh_fallback`` are the ipvsadm flags
     ``sh-port``/``sh-fallback`` (also honoured by ``mh``, as ``mh-port`` and
@@ -93,8 +82,7 @@ class Scheduler:
 
     name: str = ""
 
-    def __init__(self, dests: list[Dest], *, sh_port: bool = False,
-                 sh_fallback: bool = False) -> None:
+    def __init__(self, dests: list[Dest], *, sh_port: bool = False, sh_fallback: bool = False) -> None:
         self.sh_port = sh_port
         self.sh_fallback = sh_fallback
         self.dests: list[Dest] = []
@@ -250,10 +238,6 @@ class WeightedLeastConnection(Scheduler):
                 least, loh = d, doh
         return least
 
-
-# --------------------------------------------------------------------------
-# Hash-based schedulers
-# --------------------------------------------------------------------------
 
 class SourceHashing(Scheduler):
     """ip_vs_sh: 256 buckets indexed by hash_32(port + addr_fold, 8).
@@ -423,9 +407,8 @@ class MaglevHashing(Scheduler):
 
 
 SCHEDULERS: dict[str, type[Scheduler]] = {
-    cls.name: cls
-    for cls in (RoundRobin, WeightedRoundRobin, SourceHashing,
-                LeastConnection, WeightedLeastConnection, MaglevHashing)
+    cls.name: cls for cls in (RoundRobin, WeightedRoundRobin, SourceHashing, LeastConnection,
+                              WeightedLeastConnection, MaglevHashing)
 }
 
 
@@ -435,6 +418,6 @@ def make_scheduler(name: str, dests: list[Dest], *, sh_port: bool = False,
     try:
         cls = SCHEDULERS[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown scheduler {name!r}; "
-                         f"expected one of {', '.join(sorted(SCHEDULERS))}") from None
+        known = ", ".join(sorted(SCHEDULERS))
+        raise ValueError(f"unknown scheduler {name!r}; expected one of {known}") from None
     return cls(dests, sh_port=sh_port, sh_fallback=sh_fallback)
