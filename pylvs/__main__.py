@@ -1,0 +1,5 @@
+import sys
+
+from pylvs.cli import main
+
+sys.exit(main())
