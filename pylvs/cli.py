@@ -138,9 +138,17 @@ def cmd_run(args) -> int:
     return EXIT_UNAVAILABLE
 
 
+class _Version(argparse.Action):
+    """Print the version unwrapped (argparse's own action re-flows the text)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_string())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pylvs", description="User-space IPVS-style L4 load balancer")
-    p.add_argument("--version", action="version", version=version_string())
+    p.add_argument("--version", action=_Version, nargs=0, help="show version, implementation and event loop")
     p.add_argument("--config", help="TOML config (for the default `run` command)")
     p.add_argument("--mode", choices=MODES, help="default forwarding mode, overrides the file's")
     p.set_defaults(func=cmd_run)
