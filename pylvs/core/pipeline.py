@@ -432,7 +432,8 @@ class Director:
         if toa and not c.toa_done and self._toa_due(c, p, prev_state):
             res = insert_toa(p, c.svc.toa_option(c.caddr, c.cport), egress.mtu)
             self.events["toa_" + res] += 1
-            c.toa_done = res == "inserted" or not (p.flags & TH_SYN)
+            if not p.flags & TH_SYN:
+                c.toa_done = True  # once per flow: inserted, or skipped and counted
         if rule.encap:
             encap_ipip(p, egress.primary, c.daddr)
         return self._emit(ifname, nexthop, None, p, now)
