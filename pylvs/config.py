@@ -440,8 +440,9 @@ def _virtual_server(file: str, path: str, data: Any, default_mode: str) -> Virtu
     sh_port = t.bool("sh_port", False)
     sh_fallback = t.bool("sh_fallback", False)
     for key, on in (("sh_port", sh_port), ("sh_fallback", sh_fallback)):
-        if on and scheduler != "sh":
-            raise t.error(key, f"{key} only applies to the 'sh' scheduler (scheduler is {scheduler!r})")
+        # ipvsadm has the same two flags for sh and mh (sh-port/mh-port, ...)
+        if on and scheduler not in ("sh", "mh"):
+            raise t.error(key, f"{key} only applies to the 'sh' and 'mh' schedulers (scheduler is {scheduler!r})")
     mode = t.str("mode", None, MODES) or default_mode
     persistence_timeout = t.num("persistence_timeout", 0.0)
     maxmask = 32 if addr.version == 4 else 128

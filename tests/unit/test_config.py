@@ -618,9 +618,10 @@ def test_ipv6_service_not_supported(tmp_path):
 @pytest.mark.parametrize("key", ["sh_port", "sh_fallback"])
 def test_sh_flags_need_sh_scheduler(tmp_path, key):
     err = load_error(tmp_path, IFACES + VS + f'scheduler = "wrr"\n{key} = true\n')
-    assert err.path == f"virtual_server[0].{key}" and "'sh' scheduler" in err.message
-    # explicitly false is harmless
+    assert err.path == f"virtual_server[0].{key}" and "'sh' and 'mh' schedulers" in err.message
+    # explicitly false is harmless, and mh takes the same flags (ipvsadm mh-port/mh-fallback)
     load_config(write(tmp_path, IFACES + VS + f'scheduler = "wrr"\n{key} = false\n', "ok.toml"))
+    load_config(write(tmp_path, IFACES + VS + f'scheduler = "mh"\n{key} = true\n', "mh.toml"))
 
 
 def test_empty_pool_allowed(tmp_path):
