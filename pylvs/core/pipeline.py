@@ -247,6 +247,10 @@ class Director:
         buf = p.buf
         frames = [buf]
         if p.ip_len > iface.mtu:
+            if p.df:
+                # Callers answer the sender with "fragmentation needed" where
+                # that is allowed; here it is not (e.g. a relayed ICMP error).
+                return self._drop("frag_needed")
             frames = fragment(buf, p.l3, iface.mtu)
             self.events["fragments_sent"] += len(frames)
         if dmac is None:
@@ -345,6 +349,8 @@ class Director:
     def _schedule(self, svc: Service, p: Packet, iface: Iface, now: float) -> Conn | list[Action]:
         if self.table.full:
             return self._drop("conn_table_full")
+        if svc.all_routed and p.ttl <= 1:
+            return self._time_exceeded(p, iface)
         dest, template = svc.choose(p.src, p.sport, now)
         if dest is None:
             return self._drop("no_real_server")
@@ -425,18 +431,27 @@ class Director:
         buf = p.buf
         if rule.routed:
             dec_ttl(buf, p.l3)
-        toa = c.mode == "fullnat" and p.proto == IPPROTO_TCP and c.svc.toa
-        if toa and strip_toa(p, c.svc.toa_kind):
-            self.events["toa_stripped"] += 1
         xlate_in(c, rule, buf, p.l3, p.l4, p.proto)
-        if toa and not c.toa_done and self._toa_due(c, p, prev_state):
-            res = insert_toa(p, c.svc.toa_option(c.caddr, c.cport), egress.mtu)
-            self.events["toa_" + res] += 1
-            if not p.flags & TH_SYN:
-                c.toa_done = True  # once per flow: inserted, or skipped and counted
+        if c.mode == "fullnat" and p.proto == IPPROTO_TCP and c.svc.toa:
+            self._toa(c, p, prev_state, egress.mtu)
         if rule.encap:
             encap_ipip(p, egress.primary, c.daddr)
         return self._emit(ifname, nexthop, None, p, now)
+
+    def _toa(self, c: Conn, p: Packet, prev_state: int, mtu: int) -> None:
+        """Insert our TOA where it is due; strip any the client forged, always."""
+        stripped = 0
+        if not c.toa_done and self._toa_due(c, p, prev_state):
+            res, stripped = insert_toa(p, c.svc.toa_option(c.caddr, c.cport), mtu)
+            self.events["toa_" + res] += 1
+            if not p.flags & TH_SYN:
+                c.toa_done = True  # once per flow: inserted, or skipped and counted
+            if res != "inserted":
+                stripped = strip_toa(p, c.svc.toa_kind)
+        else:
+            stripped = strip_toa(p, c.svc.toa_kind)
+        if stripped:
+            self.events["toa_stripped"] += stripped
 
     @staticmethod
     def _toa_due(c: Conn, p: Packet, prev_state: int) -> bool:

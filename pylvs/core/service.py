@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from pylvs.core.dest import Dest
+from pylvs.core.modes import RULES
 from pylvs.core.packet import IPPROTO_TCP, IPPROTO_UDP
 from pylvs.core.schedulers import make_scheduler
 from pylvs.core.toa import toa_option
@@ -42,6 +43,9 @@ class Service:
                  label=f"{rs.address}:{rs.port}")
             for rs in vs.real_servers
         ]
+        # Routed modes answer TTL ≤ 1 before a server is picked, so an expiring
+        # packet does not move the scheduler on (mixed-mode pools check later).
+        self.all_routed = bool(self.dests) and all(RULES[d.mode].routed for d in self.dests)
         self.scheduler = make_scheduler(vs.scheduler, self.dests, sh_port=vs.sh_port, sh_fallback=vs.sh_fallback)
         self.persistence = float(vs.persistence_timeout)
         self._mask = int(ipaddress.ip_network(f"0.0.0.0/{vs.persistence_netmask}").netmask) if self.persistence else 0

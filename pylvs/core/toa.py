@@ -39,14 +39,23 @@ def fix_tcp_checksum(buf: bytearray, l3: int, l4: int, end: int) -> None:
     _u16.pack_into(buf, l4 + 16, checksum(memoryview(buf)[l4:end], s))
 
 
+#: Lengths an RS-side TOA module accepts (IPv4, IPv6).  Other options of the
+#: same kind (RFC 6994 experiments share kinds 253/254) are left alone.
+TOA_LENGTHS = (8, 20)
+
+
+def _is_toa(kind: int, length: int, toa_kind: int) -> bool:
+    return kind == toa_kind and length in TOA_LENGTHS
+
+
 def strip_toa(p: Packet, kind: int) -> int:
-    """Replace every TOA-kind option in the segment with NOPs; returns how many.
+    """Replace every TOA-looking option in the segment with NOPs; returns how many.
 
     Parsing stops where a receiving TCP's would (EOL or a malformed length),
     so nothing the RS's TOA module could read survives.
     """
     buf = p.buf
-    hits = [(o, ln) for o, k, ln in iter_tcp_options(buf, p.l4 + 20, p.l4 + p.doff) if k == kind]
+    hits = [(o, ln) for o, k, ln in iter_tcp_options(buf, p.l4 + 20, p.l4 + p.doff) if _is_toa(k, ln, kind)]
     if not hits:
         return 0
     for o, ln in hits:
@@ -55,29 +64,35 @@ def strip_toa(p: Packet, kind: int) -> int:
     return len(hits)
 
 
-def insert_toa(p: Packet, option: bytes, mtu: int) -> str:
+def insert_toa(p: Packet, option: bytes, mtu: int) -> tuple[str, int]:
     """Put ``option`` first among the TCP options, growing the packet in place.
 
-    Returns "inserted", or why it was skipped: "no_room" (the 40 bytes of
-    option space cannot take it) or "mtu" (the grown packet would not fit
-    the egress MTU).  Other options keep their order; NOPs pad to 32 bits.
+    Any TOA-looking option of the same kind the client sent is removed while
+    the options are rebuilt (its room is reused).  Returns the outcome and how
+    many such options were removed.  The outcome is "inserted", or why it was
+    skipped, leaving the packet untouched: "no_room" (the 40 bytes of option
+    space cannot take it) or "mtu" (the grown packet would not fit the egress
+    MTU).  Other options keep their order; NOPs pad to 32 bits.
     """
     buf = p.buf
     l3, l4, doff = p.l3, p.l4, p.doff
-    old_opts = bytes(buf[l4 + 20:l4 + doff])
-    # Drop trailing EOL/padding: it will be re-padded after the new option.
-    cut = len(old_opts)
-    last = 0
-    for o, _k, ln in iter_tcp_options(old_opts, 0, len(old_opts)):
-        last = o + ln
-    cut = last
-    body = option + old_opts[:cut]
+    kind = option[0]
+    kept = []
+    removed = 0
+    # Walk the options as a receiver would; trailing EOL/padding and anything
+    # after a malformed option are dropped (re-padded below).
+    for o, k, ln in iter_tcp_options(buf, l4 + 20, l4 + doff):
+        if _is_toa(k, ln, kind):
+            removed += 1
+        else:
+            kept.append(bytes(buf[o:o + ln]))
+    body = option + b"".join(kept)
     new_len = (len(body) + 3) & ~3
     if 20 + new_len > MAX_TCP_HEADER:
-        return "no_room"
+        return "no_room", 0
     grow = 20 + new_len - doff
     if p.ip_len + grow > mtu:
-        return "mtu"
+        return "mtu", 0
     opts = body + bytes((TCPOPT_NOP,)) * (new_len - len(body))
     buf[l4 + 20:l4 + doff] = opts
     p.doff = doff = 20 + new_len
@@ -85,7 +100,7 @@ def insert_toa(p: Packet, option: bytes, mtu: int) -> str:
     p.ip_len += grow
     set_ip_total_length(buf, l3, p.ip_len)
     fix_tcp_checksum(buf, l3, l4, l3 + p.ip_len)
-    return "inserted"
+    return "inserted", removed
 
 
 def clamp_mss(p: Packet, delta: int) -> bool:
