@@ -64,7 +64,7 @@ class Conn:
         self.pkts_in = self.pkts_out = self.bytes_in = self.bytes_out = 0
         self.in_key = (proto, caddr, cport, vaddr, vport)
         self.out_key = None if self.no_output else (proto, daddr, dport, laddr, lport)
-        self.alive = True
+        self.alive = False  # set by ConnTable.insert: "in the table"
 
     @property
     def state_name(self) -> str:
@@ -95,6 +95,13 @@ class ConnTable:
 
     @property
     def full(self) -> bool:
+        """At capacity, counting flows not yet swept."""
+        return self._count >= self.max_size
+
+    def is_full(self, now: float) -> bool:
+        """At capacity, after sweeping flows whose deadline already passed."""
+        if self._count >= self.max_size:
+            self.expire(now, budget=256)
         return self._count >= self.max_size
 
     def lookup(self, key: tuple, now: float) -> tuple[Conn, int] | None:
@@ -113,12 +120,13 @@ class ConnTable:
 
     def insert(self, conn: Conn, now: float) -> bool:
         """Add a flow; False when the table is full or a key is already in use."""
-        if self._count >= self.max_size:
+        if self.is_full(now):
             return False
         if self.lookup(conn.in_key, now) is not None:
             return False
         if conn.out_key is not None and self.lookup(conn.out_key, now) is not None:
             return False
+        conn.alive = True
         self._map[conn.in_key] = (conn, IN)
         if conn.out_key is not None:
             self._map[conn.out_key] = (conn, OUT)
@@ -135,10 +143,14 @@ class ConnTable:
     def remove(self, conn: Conn) -> None:
         if not conn.alive:
             return
+        # Only the table's own entries: a flow that was refused on insert
+        # shares keys with one that is in the table and must not evict it.
+        if self._map.get(conn.in_key, (None,))[0] is not conn:
+            return
         conn.alive = False
-        self._map.pop(conn.in_key, None)
-        if conn.out_key is not None:
-            self._map.pop(conn.out_key, None)
+        del self._map[conn.in_key]
+        if conn.out_key is not None and self._map.get(conn.out_key, (None,))[0] is conn:
+            del self._map[conn.out_key]
         self._count -= 1
 
     def _expire(self, conn: Conn) -> None:

@@ -347,7 +347,7 @@ class Director:
         return True
 
     def _schedule(self, svc: Service, p: Packet, iface: Iface, now: float) -> Conn | list[Action]:
-        if self.table.full:
+        if self.table.is_full(now):
             return self._drop("conn_table_full")
         if svc.all_routed and p.ttl <= 1:
             return self._time_exceeded(p, iface)

@@ -79,7 +79,11 @@ class ConnTableMachine(RuleBasedStateMachine):
             # one flow whose two keys coincide cannot happen on the wire
             return c
         c.expires = self.now + ttl
-        # model, in the order the contract states
+        # model, in the order the contract states: at capacity the table first
+        # sweeps flows whose deadline passed (budget 256 > any max_size here)
+        if len(self.present) >= self.max_size:
+            for old in [x for x in self.present.values() if self.deadline[id(x)] <= self.now]:
+                self._model_expire(old)
         if len(self.present) >= self.max_size:
             want = False
         elif self._model_lookup(c.in_key) is not None:

@@ -243,7 +243,9 @@ def events(ttls, payloads):
     }), min_size=1, max_size=14)
 
 
-flows_st = st.lists(st.tuples(client_hosts, cports, st.sampled_from(["tcp", "udp"])), min_size=1, max_size=4)
+# one entry per connection: (client host, client port) are unique
+flows_st = st.lists(st.tuples(client_hosts, cports, st.sampled_from(["tcp", "udp"])), min_size=1, max_size=4,
+                    unique_by=lambda f: (f[0], f[1]))
 
 
 IP_OPTIONS = [b"", b"", b"", b"\x01\x01\x01\x00", b"\x07\x07\x04\x00\x00\x00\x00\x00",

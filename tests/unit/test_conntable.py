@@ -154,4 +154,35 @@ def test_clear_reports_everything():
 def test_conn_holds_dest_and_counters():
     d = Dest(R, 8080, 1, "nat")
     c = Conn(17, C, 5000, V, 53, C, 5000, R, 5353, d, None, "nat")
-    assert c.dest is d and c.pkts_in == c.bytes_out == 0 and c.alive
+    assert c.dest is d and c.pkts_in == c.bytes_out == 0 and not c.alive  # alive = in a table
+
+
+def test_removing_a_refused_duplicate_leaves_the_original():
+    t = ConnTable(10)
+    a, b = nat(1), nat(1)
+    assert t.insert(a, 0.0) and not t.insert(b, 0.0)
+    t.remove(b)
+    assert len(t) == 1 and t.lookup(a.in_key, 0.0)[0] is a
+
+
+def test_a_removed_flow_can_be_inserted_again_and_removed():
+    t = ConnTable(10)
+    a = nat(1)
+    a.expires = 50.0
+    assert t.insert(a, 0.0)
+    t.remove(a)
+    assert t.insert(a, 0.0) and len(t) == 1
+    t.remove(a)
+    assert len(t) == 0
+
+
+def test_full_table_sweeps_expired_flows_before_refusing():
+    t = ConnTable(2)
+    for p in (1, 2):
+        c = nat(p)
+        c.expires = 5.0
+        assert t.insert(c, 0.0)
+    assert not t.insert(nat(3), 1.0)
+    fresh = nat(3)
+    fresh.expires = 20.0
+    assert t.insert(fresh, 6.0) and len(t) == 1
