@@ -408,30 +408,41 @@ class Director:
                 d.pkts_out += 1
                 d.bytes_out += n
 
-    def _forward_in(self, c: Conn, p: Packet, iface: Iface, now: float) -> list[Action]:
+    def _advance(self, c: Conn, p: Packet, iface: Iface, direction: int, mtu: int, err_src: bytes,
+                 now: float) -> list[Action] | None:
+        """What every forwarded packet of a flow goes through, either direction:
+        TTL and path-MTU checks (answered with ICMP where allowed), the state
+        machine, the counters, and the TTL decrement of routed modes.
+        ``mtu`` is the room the packet has (TUN: the egress MTU − 20)."""
         rule = RULES[c.mode]
         if rule.routed and p.ttl <= 1:
             return self._time_exceeded(p, iface)
+        if p.ip_len > mtu and p.df:
+            # RFC 1191: tell the sender the largest datagram that will fit.
+            return self._error(p, iface, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, mtu, err_src, "frag_needed")
+        if p.proto == IPPROTO_TCP:
+            self._set_state(c, direction, p.flags, now)
+        else:
+            self._set_timeout(c, now)
+        self._account(c, p, direction == IN)
+        if rule.routed:
+            dec_ttl(p.buf, p.l3)
+        return None
+
+    def _forward_in(self, c: Conn, p: Packet, iface: Iface, now: float) -> list[Action]:
+        rule = RULES[c.mode]
         route = self._route_to_dest(c)
         if route is None:
             return self._drop("no_route")
         ifname, nexthop = route
         egress = self.ifaces[ifname]
-        extra = IPIP_OVERHEAD if rule.encap else 0
-        if p.ip_len + extra > egress.mtu and p.df:
-            # RFC 1191: tell the sender the largest datagram that will fit.
-            return self._error(p, iface, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, egress.mtu - extra,
-                               p.dst, "frag_needed")
         prev_state = c.state
-        if p.proto == IPPROTO_TCP:
-            self._set_state(c, IN, p.flags, now)
-        else:
-            self._set_timeout(c, now)
-        self._account(c, p, True)
-        buf = p.buf
-        if rule.routed:
-            dec_ttl(buf, p.l3)
-        xlate_in(c, rule, buf, p.l3, p.l4, p.proto)
+        # Errors about packets to the VIP come from the VIP, as Linux sources
+        # errors about local destinations from that destination.
+        stop = self._advance(c, p, iface, IN, egress.mtu - (IPIP_OVERHEAD if rule.encap else 0), p.dst, now)
+        if stop is not None:
+            return stop
+        xlate_in(c, rule, p.buf, p.l3, p.l4, p.proto)
         if c.mode == "fullnat" and p.proto == IPPROTO_TCP and c.svc.toa:
             self._toa(c, p, prev_state, egress.mtu)
         if rule.encap:
@@ -465,21 +476,10 @@ class Director:
 
     def _forward_out(self, c: Conn, p: Packet, iface: Iface, now: float) -> list[Action]:
         rule = RULES[c.mode]
-        if rule.routed and p.ttl <= 1:
-            return self._time_exceeded(p, iface)
-        egress = self.ifaces[c.in_ifname]
-        if p.ip_len > egress.mtu and p.df:
-            return self._error(p, iface, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, egress.mtu,
-                               iface.primary, "frag_needed")
-        if p.proto == IPPROTO_TCP:
-            self._set_state(c, OUT, p.flags, now)
-        else:
-            self._set_timeout(c, now)
-        self._account(c, p, False)
-        buf = p.buf
-        if rule.routed:
-            dec_ttl(buf, p.l3)
-        xlate_out(c, rule, buf, p.l3, p.l4, p.proto)
+        stop = self._advance(c, p, iface, OUT, self.ifaces[c.in_ifname].mtu, iface.primary, now)
+        if stop is not None:
+            return stop
+        xlate_out(c, rule, p.buf, p.l3, p.l4, p.proto)
         if c.mode == "fullnat" and p.proto == IPPROTO_TCP and c.svc.toa and p.flags & TH_SYN:
             # The RS's MSS must leave room for the 8 TOA bytes we add inbound.
             if clamp_mss(p, len(c.svc.toa_option(c.caddr, c.cport))):
