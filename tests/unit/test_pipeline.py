@@ -205,3 +205,30 @@ def test_df_packet_larger_than_egress_mtu_gets_frag_needed():
     icmp = dpkt.ethernet.Ethernet(out[0].frame).data.data
     assert (icmp.type, icmp.code) == (3, 4)
     assert bytes(icmp.data)[2:4] == (576).to_bytes(2, "big")
+
+
+@pytest.mark.parametrize("target,ifname,src_mac,dmac,src", [
+    ("198.18.0.100", "eth0", C, D0, "198.18.0.10"),    # VIP
+    ("198.18.0.1", "eth0", C, D0, "198.18.0.10"),      # DIP
+    ("198.19.0.1", "eth1", "02:00:00:00:02:11", D1, "198.19.0.11"),
+])
+def test_echo_request_to_director_addresses_is_answered(target, ifname, src_mac, dmac, src):
+    from pylvs.testing import icmp_frame
+
+    d = Director(cfg())
+    body = (7).to_bytes(2, "big") + (1).to_bytes(2, "big") + b"ping!"
+    out = d.handle(icmp_frame(src_mac, dmac, src, target, 8, 0, body, ident=99), ifname, 0.0)
+    (s,) = out
+    assert s.interface == ifname and s.kind == "reply"
+    want = icmp_frame(dmac, src_mac, target, src, 0, 0, body, ident=1)
+    assert s.frame == want
+
+
+def test_echo_policy_drop_and_ping_to_foreign_address():
+    from pylvs.testing import icmp_frame
+
+    d = Director(cfg(table={"icmp_echo": "drop"}))
+    assert d.handle(icmp_frame(C, D0, "198.18.0.10", "198.18.0.100", 8, 0, b"\0\1\0\1"), "eth0", 0) == \
+        [Drop("icmp_unsupported")]
+    assert d.handle(icmp_frame(C, D0, "198.18.0.10", "198.18.0.77", 8, 0, b"\0\1\0\1"), "eth0", 0) == \
+        [Drop("not_for_service")]
