@@ -23,7 +23,7 @@ import itertools
 from typing import Callable, Iterator
 
 from pylvs.core.dest import Dest
-from pylvs.core.tcpstate import STATES, sES
+from pylvs.core.tcpstate import STATES
 
 IN = 0
 OUT = 1

@@ -6,7 +6,7 @@ import struct
 
 from pylvs.native import checksum
 from pylvs.core.packet import (
-    ETH_HLEN, ETH_P_IP, ICMP_ERROR_TYPES, IPPROTO_ICMP, IP_OFFMASK, Packet,
+    ETH_P_IP, ICMP_ERROR_TYPES, IPPROTO_ICMP, IP_OFFMASK, Packet,
 )
 
 #: RFC 1812 §4.3.2.3: quote as much of the original as fits in 576 bytes.
@@ -73,5 +73,4 @@ def fix_icmp_checksum(buf: bytearray, l4: int, end: int) -> None:
     struct.pack_into("!H", buf, l4 + 2, checksum(memoryview(buf)[l4:end]))
 
 
-__all__ = ["ipv4_header", "may_send_error_about", "error_frame", "echo_reply_frame",
-           "fix_icmp_checksum", "ETH_HLEN"]
+__all__ = ["ipv4_header", "may_send_error_about", "error_frame", "echo_reply_frame", "fix_icmp_checksum"]

@@ -23,7 +23,7 @@ import struct
 from dataclasses import dataclass
 
 from pylvs.core.conntable import Conn
-from pylvs.core.packet import ETH_HLEN, IP_DF, IPPROTO_IPIP, Packet
+from pylvs.core.packet import IP_DF, IPPROTO_IPIP, Packet
 from pylvs.core.rewrite import DST, SRC, set_addr, set_port
 from pylvs.core.icmp import ipv4_header
 from pylvs.native import checksum
@@ -114,4 +114,4 @@ def fragment(buf: bytearray, l3: int, mtu: int) -> list[bytearray]:
     return out
 
 
-__all__ = ["RULES", "ModeRule", "xlate_in", "xlate_out", "encap_ipip", "fragment", "IPIP_OVERHEAD", "ETH_HLEN"]
+__all__ = ["RULES", "ModeRule", "xlate_in", "xlate_out", "encap_ipip", "fragment", "IPIP_OVERHEAD"]

@@ -76,25 +76,8 @@ class Packet:
         return bytes(self.buf[6:12])
 
     @property
-    def dst_mac(self) -> bytes:
-        return bytes(self.buf[0:6])
-
-    @property
     def df(self) -> bool:
         return bool(self.frag & IP_DF)
-
-    @property
-    def ip(self) -> memoryview:
-        return memoryview(self.buf)[self.l3:]
-
-    @property
-    def payload_len(self) -> int:
-        """L4 payload bytes (TCP/UDP data), for the counters."""
-        if self.proto == IPPROTO_TCP:
-            return self.ip_len - (self.l4 - self.l3) - self.doff
-        if self.proto == IPPROTO_UDP:
-            return self.ip_len - (self.l4 - self.l3) - 8
-        return self.ip_len - (self.l4 - self.l3)
 
 
 def l4_checksum_ok(buf: bytearray, l3: int, l4: int, end: int, proto: int) -> bool:

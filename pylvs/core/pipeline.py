@@ -388,25 +388,17 @@ class Director:
         return c
 
     def _account(self, c: Conn, p: Packet, inbound: bool) -> None:
+        """Packets and bytes (IP length, like IPVS's skb->len) for flow, service, server."""
         n = p.ip_len
-        d = c.dest
-        s = c.svc
-        if inbound:
-            c.pkts_in += 1
-            c.bytes_in += n
-            s.pkts_in += 1
-            s.bytes_in += n
-            if d is not None:
-                d.pkts_in += 1
-                d.bytes_in += n
-        else:
-            c.pkts_out += 1
-            c.bytes_out += n
-            s.pkts_out += 1
-            s.bytes_out += n
-            if d is not None:
-                d.pkts_out += 1
-                d.bytes_out += n
+        for o in (c, c.svc, c.dest):
+            if o is None:
+                continue
+            if inbound:
+                o.pkts_in += 1
+                o.bytes_in += n
+            else:
+                o.pkts_out += 1
+                o.bytes_out += n
 
     def _advance(self, c: Conn, p: Packet, iface: Iface, direction: int, mtu: int, err_src: bytes,
                  now: float) -> list[Action] | None:

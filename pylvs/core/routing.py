@@ -97,6 +97,3 @@ class Neighbors:
             self._macs[key] = mac
         pend = self.pending.pop(key, None)
         return pend.frames if pend is not None else []
-
-    def entries(self):
-        return dict(self._macs)

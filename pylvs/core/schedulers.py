@@ -239,7 +239,46 @@ class WeightedLeastConnection(Scheduler):
         return least
 
 
-class SourceHashing(Scheduler):
+class _HashTable(Scheduler):
+    """sh and mh: a table of servers indexed by a hash of the client, with the
+    same IPVS fallback walk (``ip_vs_sh_get_fallback``/``ip_vs_mh_get_fallback``):
+    rehash with offsets growing from the first slot until a usable server turns up.
+    Subclasses fill ``_table``/``_members`` and define ``_slot(key, offset)``."""
+
+    TAB_SIZE = 0
+
+    def __init__(self, dests: list[Dest], **kw: bool) -> None:
+        self._table: list[Dest] = []
+        self._members: list[Dest] = []
+        super().__init__(dests, **kw)
+
+    def _slot(self, key: int, offset: int) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def pick(self, caddr: bytes, cport: int) -> Dest | None:
+        table = self._table
+        if not table:
+            return None
+        port = (cport & 0xFFFF) if self.sh_port else 0  # the sh-port / mh-port flag
+        key = (port + _addr_fold(caddr)) & _M32
+        ihash = self._slot(key, 0)
+        d = table[ihash]
+        if d.usable:
+            return d
+        if not self.sh_fallback:
+            return None
+        # Shortcut with the same result: with no usable server in the table the
+        # probe loop below would run all TAB_SIZE hashes and fail.
+        if not any(m.usable for m in self._members):
+            return None
+        for offset in range(self.TAB_SIZE):
+            d = table[self._slot(key, (offset + ihash) % self.TAB_SIZE)]
+            if d.usable:
+                return d
+        return None
+
+
+class SourceHashing(_HashTable):
     """ip_vs_sh: 256 buckets indexed by hash_32(port + addr_fold, 8).
 
     ip_vs_sh_reassign walks the servers round-robin, each taking ``weight``
@@ -253,10 +292,6 @@ class SourceHashing(Scheduler):
     TAB_SIZE = 1 << TAB_BITS
     TAB_MASK = TAB_SIZE - 1
 
-    def __init__(self, dests: list[Dest], **kw: bool) -> None:
-        self._table: list[Dest] = []
-        super().__init__(dests, **kw)
-
     def update(self, dests: list[Dest]) -> None:
         self.dests = list(dests)
         live = [d for d in self.dests if d.usable]
@@ -265,34 +300,14 @@ class SourceHashing(Scheduler):
             for d in live:
                 table.extend([d] * min(d.weight, self.TAB_SIZE - len(table)))
         self._table = table  # empty when nothing is usable
+        self._members = live
 
-    def _hashkey(self, fold_port: int, offset: int) -> int:
+    def _slot(self, fold_port: int, offset: int) -> int:
         # ip_vs_sh_hashkey: (offset + hash_32(port + addr_fold)) & mask
         return (offset + _hash_32(fold_port, self.TAB_BITS)) & self.TAB_MASK
 
-    def pick(self, caddr: bytes, cport: int) -> Dest | None:
-        table = self._table
-        if not table:
-            return None
-        port = (cport & 0xFFFF) if self.sh_port else 0  # sh-port flag
-        key = (port + _addr_fold(caddr)) & _M32
-        ihash = self._hashkey(key, 0)
-        d = table[ihash]
-        if d.usable:
-            return d
-        if not self.sh_fallback:
-            return None
-        # ip_vs_sh_get_fallback: walk the table from the original hash
-        # (deterministic "random" start) until a usable server turns up.
-        for offset in range(self.TAB_SIZE):
-            roffset = (offset + ihash) % self.TAB_SIZE
-            d = table[self._hashkey(key, roffset)]
-            if d.usable:
-                return d
-        return None
 
-
-class MaglevHashing(Scheduler):
+class MaglevHashing(_HashTable):
     """ip_vs_mh: Maglev consistent hashing (NSDI'16, section 3.4).
 
     Each server gets a preference permutation of the table positions
@@ -312,9 +327,7 @@ class MaglevHashing(Scheduler):
 
     def __init__(self, dests: list[Dest], **kw: bool) -> None:
         self._last_weight: dict[Dest, int] = {}
-        self._members: list[Dest] = []   # servers present in the table
         self._built_key: tuple | None = None
-        self._table: list[Dest] = []
         super().__init__(dests, **kw)
 
     def update(self, dests: list[Dest]) -> None:
@@ -377,33 +390,9 @@ class MaglevHashing(Scheduler):
                         return
                 perm[k] = c
 
-    def _lookup(self, key: int, offset: int) -> int:
+    def _slot(self, key: int, offset: int) -> int:
         # ip_vs_mh_hashkey: hsiphash(offset + port + addr_fold) % TAB_SIZE
         return _hsiphash_u32((offset + key) & _M32, *self._KEY1) % self.TAB_SIZE
-
-    def pick(self, caddr: bytes, cport: int) -> Dest | None:
-        table = self._table
-        if not table:
-            return None
-        port = (cport & 0xFFFF) if self.sh_port else 0  # mh-port flag
-        key = (port + _addr_fold(caddr)) & _M32
-        ihash = self._lookup(key, 0)
-        d = table[ihash]
-        if d.usable:
-            return d
-        if not self.sh_fallback:
-            return None
-        # Shortcut with the same result: if no server in the table is usable
-        # the IPVS probe loop below would run all 65537 hashes and fail.
-        if not any(m.usable for m in self._members):
-            return None
-        # ip_vs_mh_get_fallback: rehash with growing offsets from ihash.
-        for offset in range(self.TAB_SIZE):
-            roffset = (offset + ihash) % self.TAB_SIZE
-            d = table[self._lookup(key, roffset)]
-            if d.usable:
-                return d
-        return None
 
 
 SCHEDULERS: dict[str, type[Scheduler]] = {

@@ -84,16 +84,16 @@ def test_valid_tcp_fields():
     assert (p.l3, p.l4, p.proto) == (ETH_HLEN, ETH_HLEN + 20, 6)
     assert (p.src, p.dst) == (SRC, DST)
     assert (p.sport, p.dport, p.seq, p.ack, p.flags, p.doff) == (40000, 80, 7, 9, 0x12, 24)
-    assert p.ip_len == 20 + 24 + 5 and p.payload_len == 5
+    assert p.ip_len == 20 + 24 + 5 and p.doff == 24
     assert p.df and p.ttl == 64
-    assert p.src_mac == bytes.fromhex("020000000010") and p.dst_mac == bytes.fromhex("020000000101")
-    assert bytes(p.ip) == bytes(f[14:])
+    assert p.src_mac == bytes.fromhex("020000000010") and bytes(p.buf[0:6]) == bytes.fromhex("020000000101")
+    assert bytes(p.buf[p.l3:]) == bytes(f[14:])
 
 
 def test_valid_udp_and_icmp_fields():
     p = parse_ipv4(bytearray(udp_frame(CMAC, DMAC, "198.18.0.10", "198.18.0.100", 1234, 53, b"q" * 9)))
     assert isinstance(p, Packet)
-    assert (p.proto, p.sport, p.dport, p.payload_len) == (17, 1234, 53, 9)
+    assert (p.proto, p.sport, p.dport, p.ip_len) == (17, 1234, 53, 20 + 8 + 9)
     p = parse_ipv4(bytearray(icmp_frame(CMAC, DMAC, "198.18.0.10", "198.18.0.100", 8, 0, b"\x00\x01\x00\x02")))
     assert isinstance(p, Packet)
     assert (p.proto, p.icmp_type, p.icmp_code) == (1, 8, 0)
@@ -130,7 +130,7 @@ def test_ethernet_padding_trimmed():
     raw = tcp_frame(CMAC, DMAC, "198.18.0.10", "198.18.0.100", 40000, 80, 0x10)
     assert len(raw) == 54
     p = parse_ipv4(bytearray(raw + b"\x00" * 6))
-    assert isinstance(p, Packet) and len(p.buf) == 54 and p.payload_len == 0
+    assert isinstance(p, Packet) and len(p.buf) == 54 and p.ip_len == 40
 
 
 def test_parse_at_other_l3_offset():
