@@ -1,8 +1,11 @@
 """The ``pylvs`` command line.
 
+    pylvs [run] --config FILE [--mode M] [--host-setup] [--log-format json]
     pylvs check-config FILE [--mode M]
+    pylvs host-setup --config FILE [--mode M]
+    pylvs rs tun-decap --vip VIP
     pylvs replay --config FILE [--mode M] IN.pcap OUT.pcap [--log actions.jsonl]
-    pylvs demo [--mode M]
+    pylvs demo [--mode M] [--driver afpacket|tap] [--offline]
     pylvs --version
 
 Errors in the config name the file, the key path and what is wrong, and exit
@@ -21,6 +24,7 @@ from pylvs import __version__
 from pylvs.config import MODES, ConfigError, load_config
 
 EXIT_CONFIG = 1
+EXIT_RUNTIME = 2
 EXIT_UNAVAILABLE = 3
 
 
@@ -104,13 +108,20 @@ def examples_dir() -> pathlib.Path:
 
 
 def cmd_demo(args) -> int:
+    if args.offline:
+        return cmd_demo_offline(args)
+    from pylvs.lab.demo import main_demo
+
+    return main_demo(examples_dir(), args.mode, args.driver, args.requests, args.bulk_mb)
+
+
+def cmd_demo_offline(args) -> int:
     from pylvs.core.pipeline import Director
     from pylvs.io.pcap import replay
 
     ex = examples_dir()
     modes = [args.mode] if args.mode else list(MODES)
-    print("pylvs demo: replaying the example captures through every mode (live namespaces come with "
-          "live I/O)")
+    print("pylvs demo --offline: replaying the example captures through the datapath (no namespaces)")
     with tempfile.TemporaryDirectory(prefix="pylvs-demo-") as tmp:
         for mode in modes:
             cfg_path = ex / f"{mode}.toml"
@@ -130,12 +141,36 @@ def cmd_demo(args) -> int:
 
 def cmd_run(args) -> int:
     if not args.config:
-        _err("--config FILE is required")
+        _err("--config FILE is required (e.g. pylvs --mode fullnat --config examples/fullnat.toml)")
         return EXIT_CONFIG
     cfg = _load(args.config, args.mode)
-    _err(f"{args.config}: config is valid (default mode {cfg.mode}), but live forwarding over AF_PACKET/TAP "
-         "is not implemented yet; use `pylvs replay` to run captures through the datapath")
-    return EXIT_UNAVAILABLE
+    from pylvs.io.live import LiveError, serve
+
+    try:
+        stats = serve(cfg, host_setup=args.host_setup, stats_out=args.stats_out)
+    except LiveError as e:
+        _err(str(e))
+        return EXIT_RUNTIME
+    return 0 if stats is not None else EXIT_RUNTIME
+
+
+def cmd_host_setup(args) -> int:
+    from pylvs.io import hostsetup
+
+    cfg = _load(args.config, args.mode)
+    try:
+        print(hostsetup.describe(cfg))
+    except hostsetup.HostSetupError as e:
+        _err(f"{args.config}: {e}")
+        return EXIT_RUNTIME
+    return 0
+
+
+def cmd_tun_decap(args) -> int:
+    from pylvs.io import tundecap
+
+    argv = [x for v in args.vip for x in ("--vip", v)] + ["--dev", args.dev]
+    return tundecap.main(argv)
 
 
 class _Version(argparse.Action):
@@ -146,23 +181,38 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pylvs", description="User-space IPVS-style L4 load balancer")
-    p.add_argument("--version", action=_Version, nargs=0, help="show version, implementation and event loop")
-    p.add_argument("--config", help="TOML config (for the default `run` command)")
+def _run_options(p: argparse.ArgumentParser, *, required: bool) -> None:
+    p.add_argument("--config", required=required, help="TOML config (see examples/)")
     p.add_argument("--mode", choices=MODES, help="default forwarding mode, overrides the file's")
+    p.add_argument("--host-setup", action="store_true",
+                   help="apply the host recipe (`pylvs host-setup` prints it) at start, undo it at exit")
+    p.add_argument("--stats-out", metavar="FILE", help="write the final counters here as JSON at exit")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pylvs", description="User-space IPVS-style L4 load balancer",
+                                allow_abbrev=False)
+    p.add_argument("--version", action=_Version, nargs=0, help="show version, implementation and event loop")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--log-format", default="text", choices=("text", "json"))
+    _run_options(p, required=False)
     p.set_defaults(func=cmd_run)
     sub = p.add_subparsers(dest="command")
 
-    r = sub.add_parser("run", help="forward live traffic (not implemented yet)")
-    r.add_argument("--config", required=True)
-    r.add_argument("--mode", choices=MODES)
+    r = sub.add_parser("run", help="forward live traffic (AF_PACKET / TAP interfaces from the config)")
+    _run_options(r, required=True)
     r.set_defaults(func=cmd_run)
 
     c = sub.add_parser("check-config", help="validate a config file and exit")
     c.add_argument("file")
     c.add_argument("--mode", choices=MODES)
     c.set_defaults(func=cmd_check_config)
+
+    h = sub.add_parser("host-setup", help="print the host recipe (routes, rules, sysctls, offloads) "
+                       "that `run --host-setup` applies and undoes")
+    h.add_argument("--config", required=True)
+    h.add_argument("--mode", choices=MODES)
+    h.set_defaults(func=cmd_host_setup)
 
     rp = sub.add_parser("replay", help="run a pcap through the datapath, write what the director sends")
     rp.add_argument("--config", required=True)
@@ -172,14 +222,30 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("output", metavar="OUT.pcap")
     rp.set_defaults(func=cmd_replay)
 
-    d = sub.add_parser("demo", help="replay the example captures through every mode")
-    d.add_argument("--mode", choices=MODES)
+    d = sub.add_parser("demo", help="a throwaway namespace lab: client, pylvs, three real servers, real traffic")
+    d.add_argument("--mode", choices=MODES, help="one mode (default: all four in turn)")
+    d.add_argument("--driver", choices=("afpacket", "tap"), default="afpacket")
+    d.add_argument("--requests", type=int, default=100, help="HTTP requests per mode (default 100)")
+    d.add_argument("--bulk-mb", type=int, default=10, help="size of the bulk download (default 10 MB)")
+    d.add_argument("--offline", action="store_true",
+                   help="no namespaces: replay the example captures through the datapath instead")
     d.set_defaults(func=cmd_demo)
+
+    rs = sub.add_parser("rs", help="helpers that run on a real server")
+    rs_sub = rs.add_subparsers(dest="rs_command", required=True)
+    td = rs_sub.add_parser("tun-decap", help="TUN mode without the ipip module: decapsulate IPIP into a TUN "
+                           "device so the local stack (VIP on lo) answers")
+    td.add_argument("--vip", action="append", required=True, help="a VIP this server serves (repeatable)")
+    td.add_argument("--dev", default="pylvs-decap", help="TUN device name (default pylvs-decap)")
+    td.set_defaults(func=cmd_tun_decap)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from pylvs.logsetup import setup_logging
+
+    setup_logging(args.log_level, args.log_format)
     try:
         return args.func(args)
     except ConfigError as e:

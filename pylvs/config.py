@@ -86,6 +86,10 @@ class Interface:
     addresses: tuple[IPv4Interface | IPv6Interface, ...]
     mtu: int = 1500
     driver: str = "afpacket"
+    #: driver "tap" only: the kernel's address on the TAP device (the host side of the link; pylvs's
+    #: own are ``addresses``).  The host recipe (pylvs/io/hostsetup.py) puts it there and routes the
+    #: VIPs/LIPs via pylvs's address.
+    host_address: IPv4Interface | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +161,7 @@ class Config:
 # --------------------------------------------------------------------------- keys
 
 _TOP_KEYS = ("mode", "interface", "route", "neighbor", "virtual_server", "timeouts", "table")
-_IFACE_KEYS = ("name", "mac", "addresses", "mtu", "driver")
+_IFACE_KEYS = ("name", "mac", "addresses", "mtu", "driver", "host_address")
 _ROUTE_KEYS = ("prefix", "via", "interface")
 _NEIGH_KEYS = ("address", "mac", "interface")
 _VS_KEYS = ("address", "port", "protocol", "scheduler", "sh_port", "sh_fallback", "mode",
@@ -349,7 +353,39 @@ def _interface(file: str, path: str, data: Any) -> Interface:
         addrs.append(ifa)
     mtu = t.int("mtu", 1500, 68, 65535)
     driver = t.str("driver", "afpacket", DRIVERS)
-    return Interface(name=name, mac=mac, addresses=tuple(addrs), mtu=mtu, driver=driver)
+    host = _host_address(t, t.str("host_address", None), driver, addrs)
+    return Interface(name=name, mac=mac, addresses=tuple(addrs), mtu=mtu, driver=driver,
+                     host_address=host)
+
+
+def _host_address(t: _Table, s: str | None, driver: str,
+                  addrs: list[IPv4Interface | IPv6Interface]) -> IPv4Interface | None:
+    """The kernel's side of a TAP link: only a TAP has a host side, and it must be on-link with
+    pylvs's own address there (the kernel routes the VIPs/LIPs via that address) without being it."""
+    if s is None:
+        return None
+    if driver != "tap":
+        raise t.error("host_address", f"only applies to driver = \"tap\" (this interface's driver is "
+                                      f"{driver!r}: the kernel has no side of its link to address)")
+    if "/" not in s:
+        raise t.error("host_address", f"{s!r} needs a prefix length, e.g. '{s}/30'")
+    try:
+        host = ip_interface(s)
+    except ValueError:
+        raise t.error("host_address", f"invalid interface address {s!r}") from None
+    if host.version != 4:
+        raise t.error("host_address", f"{s!r} is IPv6; the host recipe is IPv4-only")
+    net = host.network
+    if net.prefixlen < 31 and host.ip in (net.network_address, net.broadcast_address):
+        raise t.error("host_address", f"{s!r} is the network or broadcast address of {net}")
+    if any(host.ip == a.ip for a in addrs):
+        raise t.error("host_address", f"{host.ip} is pylvs's own address on this interface; the host "
+                                      "side needs a different one in the same subnet")
+    if not any(a.version == 4 and a.network == net for a in addrs):
+        nets = ", ".join(str(a.network) for a in addrs if a.version == 4) or "none"
+        raise t.error("host_address", f"{s!r} is not in the subnet of any of the interface's addresses "
+                                      f"(IPv4 subnets: {nets})")
+    return host
 
 
 def _iface_ref(t: _Table, ifaces: dict[str, Interface]) -> Interface:

@@ -1,4 +1,4 @@
-"""The command line: check-config, replay (deterministic, logged), demo, --version."""
+"""The command line: check-config, replay (deterministic, logged), offline demo, run errors, --version."""
 
 from __future__ import annotations
 
@@ -51,12 +51,6 @@ def test_mode_override_makes_nat_config_invalid_for_dr():
     assert "virtual_server[0].real_server[0].port" in r.stderr
 
 
-def test_run_without_live_io_says_so_and_fails():
-    r = run_cli("--mode", "fullnat", "--config", str(EX / "fullnat.toml"))
-    assert r.returncode != 0
-    assert "not implemented" in r.stderr
-
-
 @pytest.mark.parametrize("mode", MODES)
 def test_replay_is_deterministic_and_logged(mode, tmp_path):
     outs = []
@@ -81,8 +75,8 @@ def test_replay_is_deterministic_and_logged(mode, tmp_path):
     assert n_out == sum(len(r["out"]) for r in records)
 
 
-def test_demo_runs_every_mode():
-    r = run_cli("demo")
+def test_offline_demo_runs_every_mode():
+    r = run_cli("demo", "--offline")
     assert r.returncode == 0, r.stderr
     for mode in MODES:
         assert f"== {mode.upper()}" in r.stdout
@@ -98,3 +92,30 @@ def test_example_captures_are_reproducible(tmp_path):
         out = tmp_path / f"{mode}.pcap"
         write_capture(EX / f"{mode}.toml", out)
         assert out.read_bytes() == (EX / "captures" / f"{mode}.pcap").read_bytes(), mode
+
+
+def test_run_without_config_is_an_error():
+    r = run_cli("run")
+    assert r.returncode == 2  # argparse: --config is required
+    assert "--config" in r.stderr
+
+
+def test_run_bad_config_exits_1_and_starts_nothing(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text((EX / "nat.toml").read_text().replace('scheduler = "rr"', 'scheduler = "rrr"'))
+    r = run_cli("--config", str(bad))
+    assert r.returncode == 1
+    assert str(bad) in r.stderr and "scheduler" in r.stderr
+    assert "ready" not in r.stdout
+
+
+def test_run_missing_interface_is_a_clear_error(tmp_path):
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to open an AF_PACKET socket (otherwise the error is about privileges)")
+    cfg = tmp_path / "x.toml"
+    cfg.write_text((EX / "nat.toml").read_text().replace('"eth0"', '"nosuchif9"'))
+    r = run_cli("run", "--config", str(cfg))
+    assert r.returncode == 2
+    assert "nosuchif9" in r.stderr and "no such interface" in r.stderr.lower()

@@ -1,0 +1,186 @@
+"""AF_PACKET adapter: one raw socket bound to an existing interface (``driver = "afpacket"``).
+
+The details a naive forwarder gets wrong, and what this does about them:
+
+- **Its own frames.**  An ETH_P_ALL socket also sees what the host transmits (PACKET_OUTGOING), including
+  what pylvs itself just sent.  PACKET_IGNORE_OUTGOING (Linux 4.20) stops them in the kernel; the BPF
+  filter rejects them too (older kernels), and the receive path checks ``sll_pkttype`` as a last line.
+- **Partial checksums.**  With checksum offload (veth, virtio, most NICs on locally generated traffic) the
+  kernel hands over frames whose TCP/UDP checksum field holds only the pseudo-header sum: the
+  ``tpacket_auxdata`` of the frame carries TP_STATUS_CSUMNOTREADY.  Forwarding such a frame as it is
+  would put a wrong checksum on the wire, and the core's incremental updates (RFC 1624) would keep it
+  wrong.  So the checksum is completed here, in full, before the core sees the frame (counted as
+  ``csum_completed``).
+- **Filtering in the kernel.**  A classic BPF program (pylvs/io/bpf.py) passes only ARP, ICMP and IPv4 for
+  our addresses or from NAT real servers; it is attached before the socket is bound to a protocol, so no
+  unfiltered frame is ever queued.
+- **Frames the kernel keeps handling.**  The host's own stack still receives every frame.  The host must
+  not own the VIPs/LIPs and must not forward (``net.ipv4.ip_forward=0``), or it would answer or forward
+  the same packets: ``pylvs run --host-setup`` applies that (pylvs/io/hostsetup.py).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import socket
+import struct
+from collections import Counter
+
+from pylvs import native
+from pylvs.io import bpf
+from pylvs.io.port import PortError
+
+log = logging.getLogger("pylvs.afpacket")
+
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_ADD_MEMBERSHIP = 1
+PACKET_AUXDATA = 8
+PACKET_IGNORE_OUTGOING = 23
+PACKET_MR_PROMISC = 1
+TP_STATUS_CSUMNOTREADY = 1 << 3
+SIOCGIFMTU = 0x8921
+_AUX = struct.Struct("=IIIHHHH")  # struct tpacket_auxdata
+_ANC_SPACE = socket.CMSG_SPACE(_AUX.size)
+_TRANSIENT = (BlockingIOError, InterruptedError)
+
+
+def complete_checksum(frame: bytearray) -> bool:
+    """Fill in the TCP/UDP checksum of an IPv4 frame in full; False when the frame is not one.
+
+    Only called for frames flagged TP_STATUS_CSUMNOTREADY.  Recomputing from scratch (pseudo header + the
+    segment with the field zeroed, RFC 793/768) is right whatever partial value the field held."""
+    if len(frame) < 34 or frame[12:14] != b"\x08\x00" or frame[14] >> 4 != 4:
+        return False
+    ihl = (frame[14] & 0x0F) * 4
+    total = int.from_bytes(frame[16:18], "big")
+    proto = frame[23]
+    l4 = 14 + ihl
+    end = 14 + total
+    if total < ihl or end > len(frame) or int.from_bytes(frame[20:22], "big") & 0x3FFF:
+        return False  # truncated, or a fragment: nothing to complete (the core will judge it)
+    if proto == socket.IPPROTO_TCP and end - l4 >= 20:
+        off = l4 + 16
+    elif proto == socket.IPPROTO_UDP and end - l4 >= 8:
+        off = l4 + 6
+    else:
+        return False
+    frame[off:off + 2] = b"\x00\x00"
+    s = native.pseudo_header_sum(bytes(frame[26:30]), bytes(frame[30:34]), proto, end - l4)
+    c = native.checksum(frame[l4:end], s)
+    if proto == socket.IPPROTO_UDP and c == 0:
+        c = 0xFFFF  # RFC 768: a computed 0 is sent as all ones
+    frame[off:off + 2] = c.to_bytes(2, "big")
+    return True
+
+
+class AfPacketPort:
+    """A raw socket on one interface; see the module docstring."""
+
+    kind = "afpacket"
+
+    def __init__(self, name: str, sock: socket.socket, mac: bytes, mtu: int, promisc: bool) -> None:
+        self.name = name
+        self.sock = sock
+        self.mac = mac
+        self.mtu = mtu
+        self.promisc = promisc
+        self.counters: Counter[str] = Counter()
+
+    @classmethod
+    def open(cls, iface, *, rcvbuf: int = 4 << 20) -> "AfPacketPort":
+        """Open the socket on ``iface`` (a config Interface).  Not yet receiving: call :meth:`start`."""
+        try:
+            # Protocol 0: the socket receives nothing until start() binds it to ETH_P_ALL, after the filter.
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        except PermissionError:
+            raise PortError(f"interface {iface.name}: opening an AF_PACKET socket needs CAP_NET_RAW "
+                            "(run as root or grant the capability)") from None
+        try:
+            sock.bind((iface.name, 0))
+        except OSError as e:
+            sock.close()
+            raise PortError(f"interface {iface.name}: {e.strerror or e} (no such interface in this network "
+                            "namespace?)") from None
+        dev_mac = sock.getsockname()[4]
+        dev_mtu = struct.unpack_from("i", fcntl.ioctl(sock.fileno(), SIOCGIFMTU,
+                                                      struct.pack("16si", iface.name.encode(), 0)), 16)[0]
+        mac = iface.mac or dev_mac
+        promisc = mac != dev_mac
+        if promisc:
+            # The config asks for a MAC the NIC does not own: its frames only reach us in promiscuous mode
+            # (a socket membership, released by the kernel when the socket closes).
+            mreq = struct.pack("iHH8s", socket.if_nametoindex(iface.name), PACKET_MR_PROMISC, 0, b"")
+            sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
+            log.info("%s: config MAC %s differs from the device's %s: promiscuous", iface.name,
+                     mac.hex(":"), dev_mac.hex(":"))
+        mtu = min(iface.mtu, dev_mtu)
+        if mtu != iface.mtu:
+            log.warning("%s: device MTU %d is below the configured %d; using %d", iface.name, dev_mtu,
+                        iface.mtu, mtu)
+        sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+        try:
+            sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+        except OSError:  # kernel < 4.20: the BPF filter and the pkttype check cover it
+            pass
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, 33, rcvbuf)  # SO_RCVBUFFORCE (root), beyond rmem_max
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        return cls(iface.name, sock, mac, mtu, promisc)
+
+    def start(self, dst_addrs, src_addrs) -> int:
+        """Attach the filter for these addresses, then start receiving; returns the program length."""
+        prog = bpf.program(dst_addrs, src_addrs, promisc=self.promisc)
+        bpf.attach(self.sock, prog)
+        self.sock.bind((self.name, ETH_P_ALL))
+        return len(prog)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def recv_batch(self, max_frames: int) -> list[bytearray]:
+        out: list[bytearray] = []
+        c = self.counters
+        size = self.mtu + 14 + 4 + 64  # Ethernet header, a VLAN tag, slack; larger frames are truncated
+        for _ in range(max_frames):
+            try:
+                data, anc, flags, addr = self.sock.recvmsg(size, _ANC_SPACE, socket.MSG_TRUNC)
+            except _TRANSIENT:
+                break
+            except OSError:
+                c["rx_errors"] += 1
+                break
+            if addr[2] == bpf.PACKET_OUTGOING:
+                c["rx_outgoing_ignored"] += 1
+                continue
+            if flags & socket.MSG_TRUNC:
+                # Longer than the MTU: a GRO/TSO super-frame (see io/ethtool.py).  Counted, never forwarded
+                # cut short.
+                c["rx_oversize"] += 1
+                continue
+            frame = bytearray(data)
+            for level, typ, cdata in anc:
+                if level == SOL_PACKET and typ == PACKET_AUXDATA and len(cdata) >= _AUX.size:
+                    if _AUX.unpack_from(cdata)[0] & TP_STATUS_CSUMNOTREADY:
+                        if complete_checksum(frame):
+                            c["csum_completed"] += 1
+            c["rx_frames"] += 1
+            c["rx_bytes"] += len(frame)
+            out.append(frame)
+        return out
+
+    def send(self, frame) -> None:
+        try:
+            self.sock.send(frame)
+        except OSError as e:  # ENOBUFS, ENETDOWN, EMSGSIZE...: count, never let it reach the loop
+            self.counters["tx_errors"] += 1
+            self.counters[f"tx_error_{e.errno}"] += 1
+            return
+        self.counters["tx_frames"] += 1
+        self.counters["tx_bytes"] += len(frame)
+
+    def close(self) -> None:
+        self.sock.close()

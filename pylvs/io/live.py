@@ -1,0 +1,105 @@
+"""``pylvs run``: open the config's interfaces, build the director, optionally set the host up, forward.
+
+Order matters and is chosen so a failure leaves nothing behind:
+
+1. open every port (a missing interface, missing privileges or a busy TAP name stops here, before any
+   host change);
+2. build the :class:`~pylvs.core.pipeline.Director` with the MACs the ports really use;
+3. apply the host recipe if asked (``--host-setup``), undone at exit whatever happens;
+4. attach each AF_PACKET socket's BPF filter for the director's addresses, then start receiving;
+5. print ``ready`` and run the loop until SIGTERM/SIGINT; close ports; log and optionally write counters.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+from pylvs import native
+from pylvs.io.port import PortError
+
+log = logging.getLogger("pylvs")
+
+
+class LiveError(Exception):
+    """A clear, user-facing reason why live forwarding could not start."""
+
+
+def open_ports(cfg) -> dict:
+    from pylvs.io.afpacket import AfPacketPort
+    from pylvs.io.tap import TapPort
+
+    ports: dict = {}
+    try:
+        for ic in cfg.interfaces:
+            opener = TapPort.open if ic.driver == "tap" else AfPacketPort.open
+            ports[ic.name] = opener(ic)
+    except PortError as e:
+        for p in ports.values():
+            p.close()
+        raise LiveError(f"{cfg.file}: {e}") from None
+    return ports
+
+
+def nat_real_servers(cfg) -> set[bytes]:
+    """Sources whose packets must reach us although not addressed to us: NAT real servers' replies."""
+    return {rs.address.packed for vs in cfg.virtual_servers for rs in vs.real_servers if rs.mode == "nat"}
+
+
+def serve(cfg, *, host_setup: bool = False, stats_out: str | None = None,
+          stop_after: float | None = None) -> dict:
+    from pylvs.core.pipeline import Director
+    from pylvs.io import hostsetup, loop
+
+    ports = open_ports(cfg)
+    applied = None
+    try:
+        director = Director(cfg, macs={n: p.mac for n, p in ports.items()})
+        if host_setup:
+            try:
+                applied = hostsetup.apply(hostsetup.plan(cfg))
+            except hostsetup.HostSetupError as e:
+                raise LiveError(f"{cfg.file}: host setup: {e}") from None
+        srcs = nat_real_servers(cfg)
+        for p in ports.values():
+            if p.kind == "afpacket":
+                n = p.start(director.local_addrs, srcs)
+                log.debug("%s: BPF filter of %d instructions attached", p.name, n)
+    except BaseException:
+        for p in ports.values():
+            p.close()
+        if applied is not None:
+            applied.undo()
+        raise
+    impl = f"{native.IMPLEMENTATION} ({native.REASON})"
+    if native.IMPLEMENTATION != "native":
+        log.warning("datapath implementation: %s", impl)
+
+    def ready() -> None:
+        desc = ", ".join(f"{p.name} ({p.kind}, {p.mac.hex(':')}, mtu {p.mtu})" for p in ports.values())
+        log.info("forwarding: mode %s, %d services, interfaces %s", cfg.mode, len(director.services), desc)
+        print(f"pylvs: ready ({cfg.file}, mode {cfg.mode}, {native.IMPLEMENTATION})", flush=True)
+
+    try:
+        stats = loop.run(director, ports, on_ready=ready, stop_after=stop_after)
+    finally:
+        if applied is not None:
+            applied.undo()
+    _log_stats(stats)
+    if stats_out:
+        with open(stats_out, "w") as f:
+            json.dump(stats, f, indent=1, default=str)
+    return stats
+
+
+def _log_stats(st: dict) -> None:
+    for s in st["services"]:
+        log.info("service %s: conns=%s pkts in/out=%s/%s", s["service"], s["conns"], s["pkts_in"], s["pkts_out"])
+        for r in s["real_servers"]:
+            log.info("  -> %s conns=%s pkts in/out=%s/%s", r["server"], r["conns"], r["pkts_in"], r["pkts_out"])
+    if st["drops"]:
+        log.info("drops: %s", ", ".join(f"{k}={v}" for k, v in sorted(st["drops"].items())))
+    for name, c in st["ports"].items():
+        log.info("port %s: %s", name, ", ".join(f"{k}={v}" for k, v in sorted(c.items())))
+    sys.stderr.flush()

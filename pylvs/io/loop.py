@@ -1,0 +1,125 @@
+"""The live runner: ports' file descriptors on an asyncio loop (uvloop when installed), frames into the
+sans-I/O core, its actions out again, and the core's timers.
+
+Thin on purpose.  The core (:class:`pylvs.core.pipeline.Director`) decides everything; this module only
+moves bytes and time:
+
+- each port's fd is registered with ``add_reader``; a readable callback drains up to ``batch`` frames
+  (level-triggered: if more are queued the loop calls back at once, and other ports get their turn);
+- ``Send`` actions are written to the named port at once; ``Drop``/``Hold``/``Absorb`` are already counted
+  by the core;
+- a periodic timer calls ``Director.tick`` (flow and template expiry, ARP retries: IPVS runs its expiry
+  from timers too);
+- SIGTERM/SIGINT set the stop event; on the way out every port is closed and the counters are logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Callable
+
+from pylvs.core.pipeline import Send
+
+log = logging.getLogger("pylvs.loop")
+
+TICK_INTERVAL = 0.25  # seconds; ARP retries are 1 s apart, timeouts are seconds to minutes
+
+
+def new_event_loop() -> tuple[asyncio.AbstractEventLoop, str]:
+    """uvloop when installed, the default loop otherwise; returns the loop and a name for the logs."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop(), "asyncio (uvloop not installed)"
+    return uvloop.new_event_loop(), f"uvloop {uvloop.__version__}"
+
+
+class Runner:
+    def __init__(self, director, ports: dict, *, batch: int = 64,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.director = director
+        self.ports = ports
+        self.batch = batch
+        self.clock = clock
+        self.unknown_port_sends = 0
+
+    # One frame batch from one port.  Called by the loop when the fd is readable.
+    def _readable(self, port) -> None:
+        frames = port.recv_batch(self.batch)
+        if not frames:
+            return
+        now = self.clock()
+        handle = self.director.handle
+        name = port.name
+        for f in frames:
+            try:
+                actions = handle(f, name, now)
+            except Exception:  # the core must never raise; if it does, the datapath keeps going
+                self.director.drops["internal_error"] += 1
+                log.exception("internal error on a frame from %s (dropped)", name)
+                continue
+            self._do(actions)
+
+    def _do(self, actions) -> None:
+        for a in actions:
+            if isinstance(a, Send):
+                port = self.ports.get(a.interface)
+                if port is None:
+                    self.unknown_port_sends += 1
+                    continue
+                port.send(a.frame)
+
+    def _tick(self) -> None:
+        try:
+            self._do(self.director.tick(self.clock()))
+        except Exception:
+            log.exception("internal error in the timer (continuing)")
+
+    async def serve(self, stop: asyncio.Event, *, on_ready: Callable[[], None] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        for p in self.ports.values():
+            loop.add_reader(p.fileno(), self._readable, p)
+        try:
+            if on_ready is not None:
+                on_ready()
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), TICK_INTERVAL)
+                except asyncio.TimeoutError:
+                    pass
+                self._tick()
+        finally:
+            for p in self.ports.values():
+                loop.remove_reader(p.fileno())
+
+    def summary(self) -> dict:
+        st = self.director.stats()
+        st["ports"] = {n: dict(p.counters) for n, p in self.ports.items()}
+        return st
+
+
+def run(director, ports: dict, *, on_ready: Callable[[], None] | None = None,
+        stop_after: float | None = None) -> dict:
+    """Run until SIGTERM/SIGINT (or ``stop_after`` seconds); close the ports; return the final stats."""
+    loop, loop_name = new_event_loop()
+    runner = Runner(director, ports)
+    log.info("event loop: %s", loop_name)
+    try:
+        asyncio.set_event_loop(loop)
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if stop_after is not None:
+            loop.call_later(stop_after, stop.set)
+        loop.run_until_complete(runner.serve(stop, on_ready=on_ready))
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        for p in ports.values():
+            p.close()
+        loop.close()
+        asyncio.set_event_loop(None)
+    return runner.summary()

@@ -1,0 +1,187 @@
+"""TAP adapter (``driver = "tap"``): pylvs is a host behind a TAP device it creates itself.
+
+The kernel keeps its own interfaces, addresses and routes and acts as the router in front of pylvs; the host
+recipe (pylvs/io/hostsetup.py) routes the VIPs/LIPs into the TAP.  What this module takes care of:
+
+- **A device of our own, gone when we are.**  The device is created with IFF_TUN_EXCL and never made
+  persistent: without IFF_TUN_EXCL, TUNSETIFF on the name of an existing persistent TAP *attaches* to it
+  (drivers/net/tun.c ``tun_set_iff``), and pylvs would then run on somebody else's device, which outlives
+  it.  A non-persistent TAP is unregistered when its last fd is closed (``tun_detach`` ->
+  ``unregister_netdevice``), so routes and addresses on it vanish with pylvs, even on a crash.
+- **Two MACs.**  The TAP netdev has the kernel's MAC (random, ``eth_hw_addr_random`` at creation); pylvs,
+  as a host on the other end of the virtual wire, needs its own.  If both were equal, the kernel would take
+  pylvs's frames for its own echo and pylvs could not tell the kernel's ARP replies apart.
+- **No IPv6 noise.**  pylvs is IPv4-only; an IPv6-enabled TAP makes the kernel send DAD probes, router
+  solicitations and MLD reports into it as soon as it is up.  IPv6 is disabled on the device (it is ours
+  and vanishes with us) before it goes up.
+- **Frame boundaries.**  With IFF_NO_PI and no IFF_VNET_HDR, one read() is one Ethernet frame and one
+  write() injects one (``tun_get_user`` -> ``netif_rx``).  A TAP has no TSO/GSO features unless
+  TUNSETOFFLOAD asks for them, so the kernel segments before handing frames over: they fit the MTU.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import logging
+import os
+from collections import Counter
+
+from pylvs.io.port import PortError
+
+log = logging.getLogger("pylvs.tap")
+
+TUN_DEV = "/dev/net/tun"
+_SLACK = 14 + 4 + 64  # Ethernet header, one VLAN tag, margin: a read this long may have been cut short
+
+
+def derived_mac(name: str) -> bytes:
+    """A stable MAC for ``name``: locally administered (0x02 bit), unicast (I/G bit clear), so it cannot
+    collide with a vendor-assigned address; the same name always gives the same MAC across restarts, so
+    neighbours' ARP caches stay right."""
+    return b"\x02" + hashlib.sha256(b"pylvs-tap:" + name.encode()).digest()[:5]
+
+
+def _existing_link(name: str) -> str:
+    """Who already holds ``name`` in this namespace, for the EBUSY message (best effort)."""
+    try:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=name)
+            if not idx:
+                return "by another process"
+            info = ipr.get_links(idx[0])[0].get_attr("IFLA_LINKINFO")
+            kind = info.get_attr("IFLA_INFO_KIND") if info else None
+    except Exception:  # only decorates an error message
+        return "by another device"
+    if kind == "tun":
+        return (f"by another TUN/TAP device: another process holds it, or it is a persistent leftover "
+                f"(`ip link del {name}`)")
+    return f"by an existing {kind or 'network'} device"
+
+
+class TapPort:
+    """One TAP device created by pylvs; see the module docstring."""
+
+    kind = "tap"
+
+    def __init__(self, name: str, dev, mac: bytes, mtu: int, kernel_mac: bytes) -> None:
+        self.name = name
+        self.dev = dev
+        self.fd = dev.fileno()
+        self.mac = mac
+        self.mtu = mtu
+        #: the kernel side's MAC (the TAP netdev's own address)
+        self.kernel_mac = kernel_mac
+        self.counters: Counter[str] = Counter()
+        self._bufsize = mtu + _SLACK
+        self._closed = False
+
+    @classmethod
+    def open(cls, iface) -> "TapPort":
+        """Create the TAP device ``iface.name`` (a config Interface), set its MTU, bring it up."""
+        name = iface.name
+        try:
+            import pytun
+        except ImportError:
+            raise PortError(f"TAP {name}: driver 'tap' needs python-pytun (pip install python-pytun)") from None
+        if not os.path.exists(TUN_DEV):
+            raise PortError(f"TAP {name}: {TUN_DEV} does not exist (load the tun module: `modprobe tun`; in a "
+                            "container, pass the device in, e.g. --device /dev/net/tun)")
+        flags = pytun.IFF_TAP | pytun.IFF_NO_PI | pytun.IFF_TUN_EXCL
+        try:
+            dev = pytun.TunTapDevice(name=name, flags=flags, dev=TUN_DEV)
+        except pytun.Error as e:
+            raise _open_error(name, e) from None
+        try:
+            if dev.name != name:  # the kernel never renames an explicit name; be sure we got ours
+                raise PortError(f"TAP {name}: the kernel created {dev.name!r} instead")
+            kernel_mac = bytes(dev.hwaddr)
+            mac = iface.mac or derived_mac(name)
+            if mac == kernel_mac:
+                raise PortError(f"TAP {name}: pylvs's MAC {mac.hex(':')} equals the kernel side's MAC of the "
+                                "device; pylvs is a separate host on that link and needs its own (set another "
+                                "`mac` for the interface)")
+            try:
+                dev.mtu = iface.mtu
+            except pytun.Error as e:
+                raise PortError(f"TAP {name}: cannot set MTU {iface.mtu}: {e.strerror or e}") from None
+            _disable_ipv6(name)
+            flags_fd = fcntl.fcntl(dev.fileno(), fcntl.F_GETFL)
+            fcntl.fcntl(dev.fileno(), fcntl.F_SETFL, flags_fd | os.O_NONBLOCK)
+            dev.up()
+        except BaseException as e:
+            dev.close()  # not persistent: closing the only fd removes the device
+            if isinstance(e, pytun.Error):  # bringing it up (SIOCSIFFLAGS) failed
+                raise PortError(f"TAP {name}: cannot set the device up: {e.strerror or e}") from None
+            raise
+        log.info("%s: TAP created, pylvs MAC %s, kernel side %s, mtu %d", name, mac.hex(":"),
+                 kernel_mac.hex(":"), iface.mtu)
+        return cls(name, dev, mac, iface.mtu, kernel_mac)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def recv_batch(self, max_frames: int) -> list[bytearray]:
+        out: list[bytearray] = []
+        c = self.counters
+        size = self._bufsize
+        for _ in range(max_frames):
+            try:
+                data = os.read(self.fd, size)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:  # EIO/EBADFD while the device goes away
+                c["rx_errors"] += 1
+                c[f"rx_error_{e.errno}"] += 1
+                break
+            if len(data) >= size:
+                # Filled the whole buffer: the frame may have been longer and cut (tun_put_user copies what
+                # fits).  Never forward a frame cut short.
+                c["rx_oversize"] += 1
+                continue
+            c["rx_frames"] += 1
+            c["rx_bytes"] += len(data)
+            out.append(bytearray(data))
+        return out
+
+    def send(self, frame) -> None:
+        try:
+            os.write(self.fd, frame)
+        except OSError as e:  # EAGAIN (queue full), EINVAL (runt), EIO (device down)...: count, drop
+            self.counters["tx_errors"] += 1
+            self.counters[f"tx_error_{e.errno}"] += 1
+            return
+        self.counters["tx_frames"] += 1
+        self.counters["tx_bytes"] += len(frame)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.dev.close()
+
+
+def _open_error(name: str, e: OSError) -> PortError:
+    code = e.errno
+    if code in (errno.EPERM, errno.EACCES):
+        return PortError(f"TAP {name}: creating a TAP device needs CAP_NET_ADMIN (run as root or grant the "
+                         "capability)")
+    if code == errno.EBUSY:
+        return PortError(f"TAP {name}: the name {name!r} is already in use {_existing_link(name)}; pylvs "
+                         "creates its own TAP device, pick a free name")
+    if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
+        return PortError(f"TAP {name}: cannot open {TUN_DEV}: {e.strerror} (is the tun module loaded?)")
+    if code == errno.EINVAL:
+        return PortError(f"TAP {name}: the kernel refused the name or flags: {e.strerror}")
+    return PortError(f"TAP {name}: cannot create the TAP device: {e.strerror or e}")
+
+
+def _disable_ipv6(name: str) -> None:
+    path = f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6"
+    try:
+        with open(path, "w") as f:
+            f.write("1")
+    except OSError:  # IPv6 compiled out or disabled host-wide: nothing to silence
+        pass
