@@ -112,3 +112,33 @@ def test_live_traffic(mode, driver, tmp_path):
             # Every IPIP packet pylvs sent went into the servers' decapsulators, none elsewhere.
             assert all(r["pkts_in"] > 0 for r in tcp_svc["real_servers"])
     assert time.monotonic() - t0 < 120
+
+
+def _as_someone_elses_lab(text: str) -> str:
+    """The README's recipe for a foreign lab: no `mac` lines, no static neighbours (ARP finds them)."""
+    import re
+
+    text = re.sub(r"(?m)^\[\[neighbor\]\]\n(?:[a-z_]+ *=.*\n)+", "", text)
+    text = re.sub(r"(?m)^mac *=.*\n", "", text)
+    assert "neighbor" not in text.replace("neighbours", "").replace("neighbour", "") and "\nmac" not in text
+    return text
+
+
+@pytest.mark.parametrize("mode", ["nat", "dr", "fullnat"])
+def test_example_without_macs_or_neighbours(mode, tmp_path):
+    """pylvs uses the devices' MACs and resolves clients and servers by ARP."""
+    cfg = tmp_path / f"{mode}.toml"
+    cfg.write_text(_as_someone_elses_lab((EX / f"{mode}.toml").read_text()))
+    with Lab(mode) as lab:
+        live = LiveLab(lab, cfg, tmp_path)
+        live.start()
+        try:
+            http = live.client("http", "--host", VIP, "--port", "80", "--count", "40", "--timeout", "5")
+            udp = live.client("udp", "--host", VIP, "--port", "53", "--count", "9", "--timeout", "2")
+        finally:
+            stats = live.stop()
+    assert http["ok"] == 40, http["errors"]
+    assert [http["by_server"].get(f"rs{n}", 0) for n in (1, 2, 3)] == [10, 10, 20]
+    assert udp["ok"] == 9 and sorted(udp["by_server"].values()) == [3, 3, 3]
+    assert stats["events"]["arp_requests"] >= 1, stats["events"]  # next hops were resolved by ARP
+    assert "neighbor_unresolved" not in stats["drops"], stats["drops"]

@@ -119,3 +119,18 @@ def test_run_missing_interface_is_a_clear_error(tmp_path):
     r = run_cli("run", "--config", str(cfg))
     assert r.returncode == 2
     assert "nosuchif9" in r.stderr and "no such interface" in r.stderr.lower()
+
+
+def test_run_without_cap_net_raw_is_a_clear_error():
+    import os
+    import shlex
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("capsh") is None:
+        pytest.skip("needs root and capsh to drop CAP_NET_RAW for the child")
+    cmd = shlex.join([sys.executable, "-m", "pylvs", "run", "--config", str(EX / "nat.toml")])
+    r = subprocess.run(["capsh", "--drop=cap_net_raw,cap_net_admin", "--", "-c", cmd], capture_output=True,
+                       text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 2, r.stderr
+    assert "CAP_NET_RAW" in r.stderr and "eth0" in r.stderr
+    assert "ready" not in r.stdout
