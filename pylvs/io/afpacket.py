@@ -21,6 +21,7 @@ The details a naive forwarder gets wrong, and what this does about them:
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import socket
@@ -40,6 +41,7 @@ PACKET_AUXDATA = 8
 PACKET_IGNORE_OUTGOING = 23
 PACKET_MR_PROMISC = 1
 TP_STATUS_CSUMNOTREADY = 1 << 3
+TP_STATUS_VLAN_VALID = 1 << 4
 SIOCGIFMTU = 0x8921
 _AUX = struct.Struct("=IIIHHHH")  # struct tpacket_auxdata
 _ANC_SPACE = socket.CMSG_SPACE(_AUX.size)
@@ -98,11 +100,21 @@ class AfPacketPort:
             raise PortError(f"interface {iface.name}: opening an AF_PACKET socket needs CAP_NET_RAW "
                             "(run as root or grant the capability)") from None
         try:
-            sock.bind((iface.name, 0))
+            return cls._setup(iface, sock, rcvbuf)
+        except PortError:
+            sock.close()
+            raise
         except OSError as e:
             sock.close()
-            raise PortError(f"interface {iface.name}: {e.strerror or e} (no such interface in this network "
-                            "namespace?)") from None
+            hint = " (no such interface in this network namespace?)" if e.errno == errno.ENODEV else ""
+            raise PortError(f"interface {iface.name}: {e.strerror or e}{hint}") from None
+        except BaseException:
+            sock.close()
+            raise
+
+    @classmethod
+    def _setup(cls, iface, sock: socket.socket, rcvbuf: int) -> "AfPacketPort":
+        sock.bind((iface.name, 0))
         dev_mac = sock.getsockname()[4]
         dev_mtu = struct.unpack_from("i", fcntl.ioctl(sock.fileno(), SIOCGIFMTU,
                                                       struct.pack("16si", iface.name.encode(), 0)), 16)[0]
@@ -161,12 +173,19 @@ class AfPacketPort:
                 # cut short.
                 c["rx_oversize"] += 1
                 continue
-            frame = bytearray(data)
+            status = 0
             for level, typ, cdata in anc:
                 if level == SOL_PACKET and typ == PACKET_AUXDATA and len(cdata) >= _AUX.size:
-                    if _AUX.unpack_from(cdata)[0] & TP_STATUS_CSUMNOTREADY:
-                        if complete_checksum(frame):
-                            c["csum_completed"] += 1
+                    status = _AUX.unpack_from(cdata)[0]
+            if status & TP_STATUS_VLAN_VALID:
+                # The kernel stripped an 802.1Q tag into the auxdata: the frame belongs to a VLAN, not to
+                # this (untagged) interface.  Forwarding it untagged would leak it across; VLANs are not
+                # supported yet, so it is counted and left alone.
+                c["rx_vlan_dropped"] += 1
+                continue
+            frame = bytearray(data)
+            if status & TP_STATUS_CSUMNOTREADY and complete_checksum(frame):
+                c["csum_completed"] += 1
             c["rx_frames"] += 1
             c["rx_bytes"] += len(frame)
             out.append(frame)

@@ -5,7 +5,8 @@ Order matters and is chosen so a failure leaves nothing behind:
 1. open every port (a missing interface, missing privileges or a busy TAP name stops here, before any
    host change);
 2. build the :class:`~pylvs.core.pipeline.Director` with the MACs the ports really use;
-3. apply the host recipe if asked (``--host-setup``), undone at exit whatever happens;
+3. apply the host recipe if asked (``--host-setup``), undone at exit whatever happens (a SIGTERM during
+   start-up unwinds through the same clean-up; one during the undo is ignored);
 4. attach each AF_PACKET socket's BPF filter for the director's addresses, then start receiving;
 5. print ``ready`` and run the loop until SIGTERM/SIGINT; close ports; log and optionally write counters.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 
 from pylvs import native
@@ -39,6 +41,10 @@ def open_ports(cfg) -> dict:
         for p in ports.values():
             p.close()
         raise LiveError(f"{cfg.file}: {e}") from None
+    except BaseException:
+        for p in ports.values():
+            p.close()
+        raise
     return ports
 
 
@@ -47,45 +53,63 @@ def nat_real_servers(cfg) -> set[bytes]:
     return {rs.address.packed for vs in cfg.virtual_servers for rs in vs.real_servers if rs.mode == "nat"}
 
 
+def _exit_on_signal(signum, frame):  # noqa: ARG001 - signal handler signature
+    # During start-up a SIGTERM must unwind through the finally blocks (closing ports, undoing the host
+    # recipe) rather than kill the process with the host half set up.
+    raise SystemExit(128 + signum)
+
+
+def bpf_addresses(director, cfg) -> tuple[set[bytes], set[bytes]]:
+    """IPv4 destinations and sources the AF_PACKET filter passes (IPv6 is not forwarded yet)."""
+    dst = {a for a in director.local_addrs if len(a) == 4}
+    return dst, {a for a in nat_real_servers(cfg) if len(a) == 4}
+
+
 def serve(cfg, *, host_setup: bool = False, stats_out: str | None = None,
           stop_after: float | None = None) -> dict:
     from pylvs.core.pipeline import Director
     from pylvs.io import hostsetup, loop
 
-    ports = open_ports(cfg)
+    prev = signal.signal(signal.SIGTERM, _exit_on_signal)
     applied = None
     try:
-        director = Director(cfg, macs={n: p.mac for n, p in ports.items()})
-        if host_setup:
-            try:
-                applied = hostsetup.apply(hostsetup.plan(cfg))
-            except hostsetup.HostSetupError as e:
-                raise LiveError(f"{cfg.file}: host setup: {e}") from None
-        srcs = nat_real_servers(cfg)
-        for p in ports.values():
-            if p.kind == "afpacket":
-                n = p.start(director.local_addrs, srcs)
-                log.debug("%s: BPF filter of %d instructions attached", p.name, n)
-    except BaseException:
-        for p in ports.values():
-            p.close()
-        if applied is not None:
-            applied.undo()
-        raise
-    impl = f"{native.IMPLEMENTATION} ({native.REASON})"
-    if native.IMPLEMENTATION != "native":
-        log.warning("datapath implementation: %s", impl)
+        ports = open_ports(cfg)
+        try:
+            director = Director(cfg, macs={n: p.mac for n, p in ports.items()})
+            if host_setup:
+                try:
+                    applied = hostsetup.apply(hostsetup.plan(cfg))
+                except hostsetup.HostSetupError as e:
+                    raise LiveError(f"{cfg.file}: host setup: {e}") from None
+            dst, src = bpf_addresses(director, cfg)
+            for p in ports.values():
+                if p.kind == "afpacket":
+                    try:
+                        n = p.start(dst, src)
+                    except (ValueError, OSError) as e:
+                        raise LiveError(f"{cfg.file}: interface {p.name}: cannot start receiving: {e}") from None
+                    log.debug("%s: BPF filter of %d instructions attached", p.name, n)
+        except BaseException:
+            for p in ports.values():
+                p.close()
+            raise
+        impl = f"{native.IMPLEMENTATION} ({native.REASON})"
+        if native.IMPLEMENTATION != "native":
+            log.warning("datapath implementation: %s", impl)
 
-    def ready() -> None:
-        desc = ", ".join(f"{p.name} ({p.kind}, {p.mac.hex(':')}, mtu {p.mtu})" for p in ports.values())
-        log.info("forwarding: mode %s, %d services, interfaces %s", cfg.mode, len(director.services), desc)
-        print(f"pylvs: ready ({cfg.file}, mode {cfg.mode}, {native.IMPLEMENTATION})", flush=True)
+        def ready() -> None:
+            desc = ", ".join(f"{p.name} ({p.kind}, {p.mac.hex(':')}, mtu {p.mtu})" for p in ports.values())
+            log.info("forwarding: mode %s, %d services, interfaces %s", cfg.mode, len(director.services), desc)
+            print(f"pylvs: ready ({cfg.file}, mode {cfg.mode}, {native.IMPLEMENTATION})", flush=True)
 
-    try:
+        # The loop owns SIGTERM/SIGINT while it runs (a clean stop) and closes the ports.
         stats = loop.run(director, ports, on_ready=ready, stop_after=stop_after)
     finally:
+        # Already stopping: a second SIGTERM must not cut the undo short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if applied is not None:
             applied.undo()
+        signal.signal(signal.SIGTERM, prev)
     _log_stats(stats)
     if stats_out:
         with open(stats_out, "w") as f:

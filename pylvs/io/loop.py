@@ -98,6 +98,8 @@ class Runner:
     def summary(self) -> dict:
         st = self.director.stats()
         st["ports"] = {n: dict(p.counters) for n, p in self.ports.items()}
+        if self.unknown_port_sends:
+            st["drops"]["send_unknown_interface"] = self.unknown_port_sends
         return st
 
 

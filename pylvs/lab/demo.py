@@ -41,8 +41,8 @@ class LiveLab:
     def start(self) -> None:
         argv = [sys.executable, "-m", "pylvs", "--log-level", "info", "run", "--config", str(self.config),
                 "--host-setup", "--stats-out", str(self.stats_path), *self.extra]
-        self._log = open(self.log_path, "ab")
-        self.proc = self.lab.popen("director", argv, stdout=subprocess.PIPE, stderr=self._log, text=True)
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = self.lab.popen("director", argv, stdout=subprocess.PIPE, stderr=log, text=True)
         try:
             self.lab.wait_ready(self.proc, PYLVS_READY_TIMEOUT)
         except LabError as e:
@@ -58,8 +58,6 @@ class LiveLab:
             self.proc.kill()
             self.proc.wait(5)
             raise LabError("pylvs did not stop within %.0f s of SIGTERM" % timeout) from None
-        finally:
-            self._log.close()
         if self.proc.returncode != 0:
             raise LabError(f"pylvs exited with {self.proc.returncode}\n{self.log()[-2000:]}")
         return json.loads(self.stats_path.read_text())

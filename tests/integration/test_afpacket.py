@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import textwrap
@@ -33,9 +34,14 @@ PORT_SCRIPT = textwrap.dedent("""
         for f in port.recv_batch(16):
             seen.append(f.hex())
         if len(seen) >= 2 and not sent:
-            # One frame out: A's UDP socket must get it, and we must not see it come back.
+            # One frame out, from an address the filter passes (src 198.18.0.9): A's UDP socket must get
+            # it, and we must not see it come back as PACKET_OUTGOING.
             port.send(udp_frame(port.mac, bytes.fromhex("%s".replace(":", "")), "198.18.0.2",
                                 "198.18.0.1", 53, 40001, b"pong"))
+            # And one sent by this host's own stack from an address the filter passes (src 198.18.0.9):
+            # an ETH_P_ALL socket would get it back as PACKET_OUTGOING without the protections.
+            k = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            k.bind(("198.18.0.9", 53)); k.sendto(b"kpong", ("198.18.0.1", 40001)); k.close()
             sent = True
         time.sleep(0.02)
     print(json.dumps({"mac": port.mac.hex(":"), "frames": seen, "counters": dict(port.counters)}))
@@ -53,8 +59,11 @@ SENDER_SCRIPT = textwrap.dedent("""
         t.connect(("198.18.0.2", 80))
     except OSError:
         pass
-    data, addr = u.recvfrom(100)
-    print(data.decode(), addr[0])
+    got = []
+    for _ in range(2):
+        data, addr = u.recvfrom(100)
+        got.append(data.decode() + "@" + addr[0])
+    print(" ".join(sorted(got)))
 """)
 
 
@@ -74,6 +83,8 @@ def veth_pair():
         na.addr("add", index=ia, address="198.18.0.1", prefixlen=24)
         for ip in ("198.18.0.2", "198.18.0.3"):
             na.neigh("add", dst=ip, lladdr=B_MAC, ifindex=ia, state=0x80)  # NUD_PERMANENT
+        nb.addr("add", index=ib, address="198.18.0.9", prefixlen=24)
+        nb.neigh("add", dst="198.18.0.1", lladdr=A_MAC, ifindex=ib, state=0x80)
         na.close()
         nb.close()
         yield a, b
@@ -94,19 +105,20 @@ def test_partial_checksums_filter_and_no_echo_of_own_frames(veth_pair):
     port = subprocess.Popen(["ip", "netns", "exec", b, sys.executable, "-c", PORT_SCRIPT],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert port.stdout.readline().strip() == "ready", port.stderr.read()
+        ready, _, _ = select.select([port.stdout], [], [], 10)
+        assert ready and port.stdout.readline().strip() == "ready"
         sender = subprocess.run(["ip", "netns", "exec", a, sys.executable, "-c", SENDER_SCRIPT],
                                 capture_output=True, text=True, timeout=10)
         out, err = port.communicate(timeout=10)
     finally:
         port.kill()
     assert sender.returncode == 0, sender.stderr
-    assert sender.stdout.split() == ["pong", "198.18.0.2"]  # what the port sent reached A's stack
+    # What the port sent and what B's stack sent both reached A.
+    assert sender.stdout.split() == ["kpong@198.18.0.9", "pong@198.18.0.2"]
     res = json.loads(out)
     assert res["mac"] == B_MAC  # no MAC in the config: the device's own
     ips = [dpkt.ethernet.Ethernet(bytes.fromhex(h)).data for h in res["frames"]]
-    dsts = {ip.dst for ip in ips}
-    assert dsts == {bytes([198, 18, 0, 2])}, "only frames for the filter's address pass"
+    assert {ip.dst for ip in ips} == {bytes([198, 18, 0, 2])}, "only frames for the filter's address pass"
     protos = sorted(ip.p for ip in ips)
     assert 6 in protos and 17 in protos  # the SYN (possibly retried) and the UDP ping
     for ip in ips:
@@ -116,4 +128,5 @@ def test_partial_checksums_filter_and_no_echo_of_own_frames(veth_pair):
     assert c["csum_completed"] >= 2, c  # veth offloads TX checksums: the kernel gave partial ones
     assert c["tx_frames"] == 1
     assert c["rx_frames"] == len(res["frames"])
-    assert not any(ip.src == bytes([198, 18, 0, 2]) for ip in ips), "our own frame came back"
+    assert not any(ip.src == bytes([198, 18, 0, 9]) for ip in ips), "the host's own frame came back"
+    assert c.get("rx_outgoing_ignored", 0) == 0  # stopped in the kernel, not in Python

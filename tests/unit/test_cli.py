@@ -114,9 +114,15 @@ def test_run_missing_interface_is_a_clear_error(tmp_path):
 
     if os.geteuid() != 0:
         pytest.skip("needs root to open an AF_PACKET socket (otherwise the error is about privileges)")
+    import shutil
+
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1) to run pylvs in a throwaway network namespace")
     cfg = tmp_path / "x.toml"
     cfg.write_text((EX / "nat.toml").read_text().replace('"eth0"', '"nosuchif9"'))
-    r = run_cli("run", "--config", str(cfg))
+    # In an empty network namespace of its own: whatever happens, nothing touches the host's interfaces.
+    r = subprocess.run(["unshare", "--net", sys.executable, "-m", "pylvs", "run", "--config", str(cfg)],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 2
     assert "nosuchif9" in r.stderr and "no such interface" in r.stderr.lower()
 
@@ -126,11 +132,11 @@ def test_run_without_cap_net_raw_is_a_clear_error():
     import shlex
     import shutil
 
-    if os.geteuid() != 0 or shutil.which("capsh") is None:
-        pytest.skip("needs root and capsh to drop CAP_NET_RAW for the child")
+    if os.geteuid() != 0 or shutil.which("capsh") is None or shutil.which("unshare") is None:
+        pytest.skip("needs root, capsh (to drop CAP_NET_RAW) and unshare (a throwaway network namespace)")
     cmd = shlex.join([sys.executable, "-m", "pylvs", "run", "--config", str(EX / "nat.toml")])
-    r = subprocess.run(["capsh", "--drop=cap_net_raw,cap_net_admin", "--", "-c", cmd], capture_output=True,
-                       text=True, timeout=60, cwd=ROOT)
+    r = subprocess.run(["unshare", "--net", "capsh", "--drop=cap_net_raw,cap_net_admin", "--", "-c", cmd],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 2, r.stderr
     assert "CAP_NET_RAW" in r.stderr and "eth0" in r.stderr
     assert "ready" not in r.stdout
