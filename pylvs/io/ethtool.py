@@ -45,21 +45,40 @@ def get_offloads(ifname: str) -> dict[str, bool]:
     return out
 
 
-def set_offloads(ifname: str, **want: bool) -> dict[str, bool]:
-    """Set offloads by name (tso, gso, gro, tx_csum, lro); returns the previous values of those changed.
+class OffloadError(OSError):
+    """Setting one feature failed.  ``changed`` holds the previous values of the features changed before
+    it (those stay changed: the caller decides whether to put them back); errno/strerror are the ioctl's."""
 
-    Raises OSError when the device refuses (e.g. a fixed feature)."""
+    def __init__(self, ifname: str, feature: str, err: OSError, changed: dict[str, bool]) -> None:
+        super().__init__(err.errno, f"{ifname}: cannot set {feature}: {err.strerror or err}")
+        self.feature = feature
+        self.changed = changed
+
+
+def set_offloads(ifname: str, **want: bool) -> dict[str, bool]:
+    """Set offloads by name (tso, gso, gro, tx_csum, lro), in the order given; returns the previous values
+    of those changed.
+
+    One ioctl per feature, so this is not atomic: when the device refuses one (e.g. a fixed feature),
+    :class:`OffloadError` says which, and carries in ``changed`` what was already changed (and is left so),
+    for the caller to undo with ``set_offloads(ifname, **e.changed)``."""
+    unknown = set(want) - set(_GET_SET) - {"lro"}
+    if unknown:
+        raise ValueError(f"unknown offload(s) {', '.join(sorted(unknown))}")
     before = get_offloads(ifname)
     changed: dict[str, bool] = {}
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for name, on in want.items():
             if before[name] == on:
                 continue
-            if name == "lro":
-                flags = _ioctl(s, ifname, ETHTOOL_GFLAGS)
-                flags = flags | ETH_FLAG_LRO if on else flags & ~ETH_FLAG_LRO
-                _ioctl(s, ifname, ETHTOOL_SFLAGS, flags)
-            else:
-                _ioctl(s, ifname, _GET_SET[name][1], int(on))
+            try:
+                if name == "lro":
+                    flags = _ioctl(s, ifname, ETHTOOL_GFLAGS)
+                    flags = flags | ETH_FLAG_LRO if on else flags & ~ETH_FLAG_LRO
+                    _ioctl(s, ifname, ETHTOOL_SFLAGS, flags)
+                else:
+                    _ioctl(s, ifname, _GET_SET[name][1], int(on))
+            except OSError as e:
+                raise OffloadError(ifname, name, e, changed) from e
             changed[name] = before[name]
     return changed

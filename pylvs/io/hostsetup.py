@@ -1,8 +1,13 @@
 """The host recipe as code: what the kernel around pylvs must (not) do, applied and undone.
 
 ``plan(config)`` lists :class:`Step` objects: ``describe()`` (the shell equivalent, for ``pylvs host-setup``),
-``apply()`` (pyroute2 netlink, /proc/sys, ethtool ioctls), ``undo()``.  ``apply(steps)`` is all or nothing;
-its :class:`Applied` undoes in reverse order, never raising, leaving pre-existing entries alone.
+``apply()`` (pyroute2 netlink, /proc/sys, ethtool ioctls), ``undo()``.  ``apply(steps)`` is all or nothing:
+when a step fails, what was done so far is undone, including the part of the failing step that succeeded
+(an :class:`Offloads` step records each feature as it changes it), and the parameters the kernel changes
+along with ``ip_forward`` are restored too (:class:`IpForward`).  Its :class:`Applied` undoes in reverse
+order, never raising, leaving pre-existing entries alone.  What it cannot take back: turning ip_forward
+on also turns LRO off on every device (``dev_disable_lro``), which no later write turns on again (LRO on
+a forwarding host is wrong anyway); an undo the kernel refuses is logged, and the rest is still undone.
 
 **driver = "tap"** (pylvs is a host behind its TAP; the kernel routes in front of it):
 
@@ -35,18 +40,19 @@ ARP and connections for it too, or deliver a VIP locally instead of to pylvs.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
+import os
 import socket
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Mapping, Sequence
 
-from pylvs.io import ethtool
+from pylvs.io import ethtool, sysctl
 
 log = logging.getLogger("pylvs.hostsetup")
 
-PROC_SYS = "/proc/sys"
 #: errors meaning "already gone" on undo (a TAP closed first takes its routes and addresses with it)
 _GONE = {errno.ENODEV, errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL}
 
@@ -76,7 +82,10 @@ def _iproute():  # imported late: describe() and plan() with injected state need
 
 
 class Step:
-    """One change to the host.  ``why`` is printed as a comment above the command by :func:`describe`."""
+    """One change to the host.  ``why`` is printed as a comment above the command by :func:`describe`.
+
+    ``undo()`` is also called after a failed ``apply()``: it must take back exactly what got done (nothing,
+    if nothing did)."""
 
     why = ""
 
@@ -92,40 +101,84 @@ class Step:
 
 @dataclass
 class Sysctl(Step):
-    #: path components under /proc/sys, e.g. ("net", "ipv4", "conf", "eth0.5", "rp_filter")
-    parts: tuple[str, ...]
+    #: the sysctl(8) name (pylvs/io/sysctl.py): a dot inside an interface name is written '/', as in
+    #: "net.ipv4.conf.eth0/5.rp_filter"; build it with ``sysctl.key("net.ipv4.conf", ifname, "rp_filter")``
+    name: str
     value: str
     why: str = ""
     _old: str | None = field(default=None, init=False)
 
-    @property
-    def path(self) -> str:
-        return "/".join((PROC_SYS,) + self.parts)
-
     def describe(self) -> str:
-        # sysctl(8) separates with dots and spells a dot inside a component as '/'
-        return f"sysctl -w {'.'.join(p.replace('.', '/') for p in self.parts)}={self.value}"
-
-    def _read(self) -> str:
-        with open(self.path) as f:
-            return f.read().strip()
+        return f"sysctl -w {self.name}={self.value}"
 
     def apply(self) -> None:
-        old = self._read()
+        old = sysctl.read(self.name)
         if old != self.value:
-            with open(self.path, "w") as f:
-                f.write(self.value)
+            sysctl.write(self.name, self.value)
             self._old = old
 
-    def undo(self) -> None:
+    def undo(self) -> bool:
+        """Put the old value back; True if it was written (False: nothing to undo, or changed since)."""
         old, self._old = self._old, None
         if old is None:
-            return
-        if self._read() != self.value:  # changed by someone else since: theirs now
-            log.info("%s changed since setup; left as it is", self.path)
-        else:
-            with open(self.path, "w") as f:
-                f.write(old)
+            return False
+        if sysctl.read(self.name) != self.value:  # changed by someone else since: theirs now
+            log.info("%s changed since setup; left as it is", self.name)
+            return False
+        sysctl.write(self.name, old)
+        return True
+
+
+class IpForward(Sysctl):
+    """``net.ipv4.ip_forward`` and what the kernel changes along with it.
+
+    ip_forward is ``conf/all/forwarding``; when its value changes, ``inet_forward_change``
+    (net/ipv4/devinet.c) sets ``conf/<every interface>/forwarding`` and ``conf/default/forwarding`` to it
+    and ``conf/all/accept_redirects`` to its opposite (and, turning it on, LRO off on every device).
+    Writing the old value back propagates again, which restores all of them as long as they agreed with
+    ip_forward before, the usual case.  Those that were set individually to something else are recorded
+    here before the change and written back after undoing it (unless changed by someone else since:
+    theirs then).  Interfaces created since are left with what the kernel gives them."""
+
+    NAME = "net.ipv4.ip_forward"
+
+    def __init__(self, value: str, why: str = "") -> None:
+        super().__init__(self.NAME, value, why)
+        self._side_before: dict[str, str] = {}
+        self._side_after: dict[str, str] = {}
+
+    @staticmethod
+    def side_effects() -> dict[str, str]:
+        """The parameters the kernel rewrites when ip_forward changes, with their current values."""
+        names = [sysctl.key("net.ipv4.conf", dev, "forwarding")
+                 for dev in sorted(os.listdir(sysctl.path("net.ipv4.conf"))) if dev != "all"]
+        names.append("net.ipv4.conf.all.accept_redirects")
+        out = {}
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):  # an interface that went away meanwhile
+                out[name] = sysctl.read(name)
+        return out
+
+    def apply(self) -> None:
+        before = self.side_effects()
+        super().apply()
+        if self._old is not None:
+            self._side_before, self._side_after = before, self.side_effects()
+
+    def undo(self) -> bool:
+        before, after = self._side_before, self._side_after
+        self._side_before, self._side_after = {}, {}
+        current = self.side_effects() if before else {}
+        if not super().undo():  # not ours to restore: whoever changed ip_forward has propagated theirs
+            return False
+        for name, old in before.items():
+            if name not in current:  # the interface is gone
+                continue
+            want = old if current[name] == after.get(name) else current[name]  # changed since: theirs
+            with contextlib.suppress(FileNotFoundError):
+                if sysctl.read(name) != want:
+                    sysctl.write(name, want)
+        return True
 
 
 @dataclass
@@ -140,7 +193,11 @@ class Offloads(Step):
         return f"ethtool -K {self.ifname} {flags}"
 
     def apply(self) -> None:
-        self._old = ethtool.set_offloads(self.ifname, **self.settings)
+        try:
+            self._old = ethtool.set_offloads(self.ifname, **self.settings)
+        except ethtool.OffloadError as e:
+            self._old = dict(e.changed)  # one ioctl per feature: those before the failing one are changed
+            raise
 
     def undo(self) -> None:
         old, self._old = self._old, {}
@@ -268,8 +325,10 @@ class Applied:
 
     steps: list[Step] = field(default_factory=list)
 
-    def undo(self) -> None:
-        """Undo everything; never raises (a failure is logged and the rest is still undone)."""
+    def undo(self) -> bool:
+        """Undo everything; never raises (a failure is logged and the rest is still undone).  False if
+        something could not be undone."""
+        ok = True
         while self.steps:
             step = self.steps.pop()
             try:
@@ -279,21 +338,26 @@ class Applied:
                     log.debug("undo %s: already gone (%s)", step.describe(), e)
                 else:
                     log.warning("host setup: could not undo `%s`: %s", step.describe(), e)
+                    ok = False
+        return ok
 
 
 def apply(steps: Sequence[Step]) -> Applied:
-    """Apply ``steps`` in order; on a failure undo what was done and raise HostSetupError naming the step."""
+    """Apply ``steps`` in order; on a failure undo what was done (the failing step's own part included)
+    and raise HostSetupError naming the step."""
     done = Applied()
     for i, step in enumerate(steps):
         try:
             step.apply()
         except Exception as e:
-            done.undo()
+            done.steps.append(step)  # it may have got partway: its undo() takes back what it did
+            undone = done.undo()
             # NetlinkError args: (code, message); OSError has strerror
             reason = getattr(e, "strerror", None) or (e.args[1] if len(e.args) > 1 else e)
             reason = f"{reason} (needs root / CAP_NET_ADMIN)" if _errno(e) in (errno.EPERM, errno.EACCES) else reason
-            raise HostSetupError(f"step {i + 1}/{len(steps)} `{step.describe()}` failed: {reason} "
-                                 "(the steps before it were undone)") from e
+            after = ("everything changed up to it was undone" if undone else
+                     "undoing the changes made up to it failed in part: see the warnings above")
+            raise HostSetupError(f"step {i + 1}/{len(steps)} `{step.describe()}` failed: {reason} ({after})") from e
         done.steps.append(step)
         log.info("host setup: %s", step.describe())
     return done
@@ -340,7 +404,8 @@ def plan(config, *, kernel_addrs: Mapping[str, Sequence[IPv4Interface]] | None =
         return _plan_tap(config, taps, kaddrs, vips, lips, nat_rips, table, rule_priority)
     return [Offloads(i.name, {"gro": False, "lro": False}, why=f"{i.name}: no merged super-frames (larger "
                      "than the MTU) on the AF_PACKET socket") for i in raws] + [
-        Sysctl(("net", "ipv4", "ip_forward"), "0", why="the kernel must not also forward what pylvs forwards")]
+        IpForward("0", why="the kernel must not also forward what pylvs forwards (this also sets every "
+                  "interface's forwarding, undone with it)")]
 
 
 def _plan_tap(config, taps, kaddrs, vips, lips, nat_rips, table: int, prio: int) -> list[Step]:
@@ -355,7 +420,7 @@ def _plan_tap(config, taps, kaddrs, vips, lips, nat_rips, table: int, prio: int)
     tap_names = {i.name for i in taps}
     for i in taps:
         steps.append(AddAddress(i.name, i.host_address, why=f"the kernel's side of the TAP {i.name}"))
-        steps.append(Sysctl(("net", "ipv4", "conf", i.name, "rp_filter"), "0",
+        steps.append(Sysctl(sysctl.key("net.ipv4.conf", i.name, "rp_filter"), "0",
                             why="pylvs sends packets from the clients' addresses into the TAP"))
     # With several TAPs, the VIPs/LIPs and the NAT replies go to the first.  The next hop is pylvs's
     # address in host_address's subnet.
@@ -378,12 +443,12 @@ def _plan_tap(config, taps, kaddrs, vips, lips, nat_rips, table: int, prio: int)
                                                               "on-link"))
                 proxied[ifname] = None
     for ifname in proxied:
-        steps.append(Sysctl(("net", "ipv4", "neigh", ifname, "proxy_delay"), "0",
+        steps.append(Sysctl(sysctl.key("net.ipv4.neigh", ifname, "proxy_delay"), "0",
                             why=f"{ifname}: answer proxy ARP at once, not after up to 0.8 s"))
-    steps.append(Sysctl(("net", "ipv4", "conf", "all", "rp_filter"), "0",
+    steps.append(Sysctl("net.ipv4.conf.all.rp_filter", "0",
                         why="reverse-path filtering uses max(all, device)"))
-    steps.append(Sysctl(("net", "ipv4", "ip_forward"), "1",
-                        why="the kernel routes between its interfaces and the TAP (last: once all is in place)"))
+    steps.append(IpForward("1", why="the kernel routes between its interfaces and the TAP (last: once all is in "
+                                    "place; this also sets every interface's forwarding, undone with it, and turns LRO off)"))
     return steps
 
 

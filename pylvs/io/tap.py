@@ -3,36 +3,29 @@
 The kernel keeps its own interfaces, addresses and routes and acts as the router in front of pylvs; the host
 recipe (pylvs/io/hostsetup.py) routes the VIPs/LIPs into the TAP.  What this module takes care of:
 
-- **A device of our own, gone when we are.**  The device is created with IFF_TUN_EXCL and never made
-  persistent: without IFF_TUN_EXCL, TUNSETIFF on the name of an existing persistent TAP *attaches* to it
-  (drivers/net/tun.c ``tun_set_iff``), and pylvs would then run on somebody else's device, which outlives
-  it.  A non-persistent TAP is unregistered when its last fd is closed (``tun_detach`` ->
-  ``unregister_netdevice``), so routes and addresses on it vanish with pylvs, even on a crash.
+- **A device of our own, gone when we are** (pylvs/io/tuntap.py): created with IFF_TUN_EXCL and never made
+  persistent, so routes and addresses on it vanish with pylvs, even on a crash.
 - **Two MACs.**  The TAP netdev has the kernel's MAC (random, ``eth_hw_addr_random`` at creation); pylvs,
   as a host on the other end of the virtual wire, needs its own.  If both were equal, the kernel would take
   pylvs's frames for its own echo and pylvs could not tell the kernel's ARP replies apart.
-- **No IPv6 noise.**  pylvs is IPv4-only; an IPv6-enabled TAP makes the kernel send DAD probes, router
-  solicitations and MLD reports into it as soon as it is up.  IPv6 is disabled on the device (it is ours
-  and vanishes with us) before it goes up.
-- **Frame boundaries.**  With IFF_NO_PI and no IFF_VNET_HDR, one read() is one Ethernet frame and one
-  write() injects one (``tun_get_user`` -> ``netif_rx``).  A TAP has no TSO/GSO features unless
-  TUNSETOFFLOAD asks for them, so the kernel segments before handing frames over: they fit the MTU.
+- **No IPv6 noise.**  IPv6 is disabled on the device before it goes up (pylvs/io/tuntap.py).
+- **Frame boundaries.**  One read() is one Ethernet frame and one write() injects one.  A TAP has no
+  TSO/GSO features unless TUNSETOFFLOAD asks for them, so the kernel segments before handing frames over:
+  they fit the MTU.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import logging
 import os
 from collections import Counter
 
+from pylvs.io import tuntap
 from pylvs.io.port import PortError
 
 log = logging.getLogger("pylvs.tap")
 
-TUN_DEV = "/dev/net/tun"
 _SLACK = 14 + 4 + 64  # Ethernet header, one VLAN tag, margin: a read this long may have been cut short
 
 
@@ -41,25 +34,6 @@ def derived_mac(name: str) -> bytes:
     collide with a vendor-assigned address; the same name always gives the same MAC across restarts, so
     neighbours' ARP caches stay right."""
     return b"\x02" + hashlib.sha256(b"pylvs-tap:" + name.encode()).digest()[:5]
-
-
-def _existing_link(name: str) -> str:
-    """Who already holds ``name`` in this namespace, for the EBUSY message (best effort)."""
-    try:
-        from pyroute2 import IPRoute
-
-        with IPRoute() as ipr:
-            idx = ipr.link_lookup(ifname=name)
-            if not idx:
-                return "by another process"
-            info = ipr.get_links(idx[0])[0].get_attr("IFLA_LINKINFO")
-            kind = info.get_attr("IFLA_INFO_KIND") if info else None
-    except Exception:  # only decorates an error message
-        return "by another device"
-    if kind == "tun":
-        return (f"by another TUN/TAP device: another process holds it, or it is a persistent leftover "
-                f"(`ip link del {name}`)")
-    return f"by an existing {kind or 'network'} device"
 
 
 class TapPort:
@@ -84,20 +58,12 @@ class TapPort:
         """Create the TAP device ``iface.name`` (a config Interface), set its MTU, bring it up."""
         name = iface.name
         try:
-            import pytun
-        except ImportError:
-            raise PortError(f"TAP {name}: driver 'tap' needs python-pytun (pip install python-pytun)") from None
-        if not os.path.exists(TUN_DEV):
-            raise PortError(f"TAP {name}: {TUN_DEV} does not exist (load the tun module: `modprobe tun`; in a "
-                            "container, pass the device in, e.g. --device /dev/net/tun)")
-        flags = pytun.IFF_TAP | pytun.IFF_NO_PI | pytun.IFF_TUN_EXCL
+            dev = tuntap.open_device(name, tap=True)
+        except tuntap.TunTapError as e:
+            raise PortError(str(e)) from None
+        import pytun  # there, or open_device would have failed
+
         try:
-            dev = pytun.TunTapDevice(name=name, flags=flags, dev=TUN_DEV)
-        except pytun.Error as e:
-            raise _open_error(name, e) from None
-        try:
-            if dev.name != name:  # the kernel never renames an explicit name; be sure we got ours
-                raise PortError(f"TAP {name}: the kernel created {dev.name!r} instead")
             kernel_mac = bytes(dev.hwaddr)
             mac = iface.mac or derived_mac(name)
             if mac == kernel_mac:
@@ -108,9 +74,7 @@ class TapPort:
                 dev.mtu = iface.mtu
             except pytun.Error as e:
                 raise PortError(f"TAP {name}: cannot set MTU {iface.mtu}: {e.strerror or e}") from None
-            _disable_ipv6(name)
-            flags_fd = fcntl.fcntl(dev.fileno(), fcntl.F_GETFL)
-            fcntl.fcntl(dev.fileno(), fcntl.F_SETFL, flags_fd | os.O_NONBLOCK)
+            tuntap.disable_ipv6(name)
             dev.up()
         except BaseException as e:
             dev.close()  # not persistent: closing the only fd removes the device
@@ -161,27 +125,3 @@ class TapPort:
         if not self._closed:
             self._closed = True
             self.dev.close()
-
-
-def _open_error(name: str, e: OSError) -> PortError:
-    code = e.errno
-    if code in (errno.EPERM, errno.EACCES):
-        return PortError(f"TAP {name}: creating a TAP device needs CAP_NET_ADMIN (run as root or grant the "
-                         "capability)")
-    if code == errno.EBUSY:
-        return PortError(f"TAP {name}: the name {name!r} is already in use {_existing_link(name)}; pylvs "
-                         "creates its own TAP device, pick a free name")
-    if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
-        return PortError(f"TAP {name}: cannot open {TUN_DEV}: {e.strerror} (is the tun module loaded?)")
-    if code == errno.EINVAL:
-        return PortError(f"TAP {name}: the kernel refused the name or flags: {e.strerror}")
-    return PortError(f"TAP {name}: cannot create the TAP device: {e.strerror or e}")
-
-
-def _disable_ipv6(name: str) -> None:
-    path = f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6"
-    try:
-        with open(path, "w") as f:
-            f.write("1")
-    except OSError:  # IPv6 compiled out or disabled host-wide: nothing to silence
-        pass

@@ -20,13 +20,20 @@ the TUN device, so a strict rp_filter would drop every decapsulated packet.  Thi
 ``net.ipv4.conf.<dev>.rp_filter=0``; ``all`` must not be 1 (the kernel uses the larger of the two), which
 is the host's (the lab's) job: a warning is logged if it is.
 
+The TUN device is created with IFF_TUN_EXCL (pylvs/io/tuntap.py): without it, a leftover persistent
+device of that name would be attached to instead of created, and would then outlive this helper, still
+carrying its rp_filter setting and whatever else is on it; with it, that name is refused (pick another
+``--dev``, or remove the leftover).  Not persistent, the device vanishes with the helper, even on a crash.
+
 Usage: ``pylvs rs tun-decap --vip VIP [--vip VIP2] [--dev NAME]`` (or ``python -m pylvs.io.tundecap``).
 Prints ``ready`` once the socket and the device are up; SIGTERM/SIGINT stop it; counters are logged at exit.
+A setup failure (no python-pytun, no privileges, the name taken...) is one error line and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import json
 import logging
@@ -37,6 +44,8 @@ import socket
 import sys
 import threading
 from collections import Counter
+
+from pylvs.io import sysctl, tuntap
 
 log = logging.getLogger("pylvs.tundecap")
 
@@ -88,60 +97,63 @@ def decap(packet: bytes, vips: set[bytes]) -> bytes | str:
     return bytes(inner[: hdr[1]])
 
 
-def _sysctl(path: str, value: str) -> bool:
-    try:
-        with open(path, "w") as f:
-            f.write(value)
-        return True
-    except OSError as e:
-        log.warning("cannot set %s=%s: %s", path, value, e)
-        return False
+class SetupError(Exception):
+    """The helper cannot start: a clear, user-facing reason."""
 
 
-def _read(path: str) -> str | None:
+def open_tun(dev: str):
+    """A TUN device of our own (no packet-info header, IFF_TUN_EXCL: see the module docstring), brought
+    up, non-blocking, with rp_filter off and IPv6 off (no RS/DAD noise).  SetupError if it cannot be had."""
     try:
-        with open(path) as f:
-            return f.read().strip()
+        tun = tuntap.open_device(dev, tap=False)
+    except tuntap.TunTapError as e:
+        raise SetupError(str(e)) from None
+    try:
+        name = tun.name
+        tuntap.disable_ipv6(name)
+        try:
+            sysctl.write(sysctl.key("net.ipv4.conf", name, "rp_filter"), "0")
+        except OSError as e:
+            log.warning("cannot set rp_filter=0 on %s: %s", name, e)
+        tun.up()
+    except BaseException as e:
+        tun.close()  # not persistent: closing the only fd removes the device
+        if isinstance(e, OSError):  # pytun.Error is one: bringing it up (SIOCSIFFLAGS) failed
+            raise SetupError(f"TUN {dev}: cannot set the device up: {e.strerror or e}") from None
+        raise
+    return tun
+
+
+def _read(name: str) -> str | None:
+    try:
+        return sysctl.read(name)
     except OSError:
         return None
 
 
-def open_tun(dev: str):
-    """A TUN device (no packet-info header) brought up, with rp_filter off and IPv6 off (no RS/DAD noise)."""
-    from pytun import IFF_NO_PI, IFF_TUN, TunTapDevice
-
-    tun = TunTapDevice(name=dev, flags=IFF_TUN | IFF_NO_PI)
-    try:
-        name = tun.name
-        if os.path.exists(f"/proc/sys/net/ipv6/conf/{name}"):
-            _sysctl(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "1")
-        _sysctl(f"/proc/sys/net/ipv4/conf/{name}/rp_filter", "0")
-        tun.up()
-    except BaseException:
-        tun.close()
-        raise
-    os.set_blocking(tun.fileno(), False)
-    return tun
-
-
 def _check_host() -> None:
-    if _read("/proc/sys/net/ipv4/conf/all/rp_filter") == "1":
+    if _read("net.ipv4.conf.all.rp_filter") == "1":
         log.warning("net.ipv4.conf.all.rp_filter=1 (strict): decapsulated packets will be dropped unless "
                     "the client is routed via the TUN device; set it to 0 or 2")
-    if os.path.exists("/proc/sys/net/ipv4/conf/tunl0"):
+    if os.path.exists(sysctl.path("net.ipv4.conf.tunl0")):
         log.warning("the kernel ipip module is loaded (tunl0 exists): if tunl0 is up it decapsulates too, "
                     "and every packet is delivered twice; this helper is not needed there")
 
 
 def run(vips: list[str], dev: str = "pylvs-decap", stop: threading.Event | None = None,
         ready=None) -> dict[str, int]:
-    """Decapsulate until ``stop`` is set; returns the counters.  ``ready()`` is called once set up."""
+    """Decapsulate until ``stop`` is set; returns the counters.  ``ready()`` is called once set up;
+    SetupError before that when the socket or the device cannot be had."""
     stop = stop or threading.Event()
     vipset = {socket.inet_aton(str(ipaddress.IPv4Address(v))) for v in vips}
     counters: Counter[str] = Counter({"rx": 0, "decapsulated": 0, "tun_write_errors": 0})
     counters.update({f"drop_{r}": 0 for r in DROP_REASONS})
     _check_host()
-    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_IPIP)
+    try:
+        raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_IPIP)
+    except OSError as e:
+        hint = " (needs root / CAP_NET_RAW)" if e.errno in (errno.EPERM, errno.EACCES) else ""
+        raise SetupError(f"cannot open a raw IPIP socket: {e.strerror or e}{hint}") from None
     try:
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)  # absorb bursts of a bulk transfer
         raw.setblocking(False)
@@ -210,11 +222,20 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    started = threading.Event()
+
+    def ready() -> None:
+        started.set()
+        print("ready", flush=True)
+
     try:
-        run(a.vip, a.dev, stop, ready=lambda: print("ready", flush=True))
-    except OSError as e:
-        log.error("tun-decap: cannot start: %s", e)
-        return 1
+        run(a.vip, a.dev, stop, ready=ready)
+    except Exception as e:  # before "ready", any failure is a setup failure: say it plainly
+        if started.is_set():
+            raise
+        msg = str(e) if isinstance(e, SetupError) else f"{type(e).__name__}: {e}"
+        print(f"pylvs: error: tun-decap cannot start: {msg}", file=sys.stderr, flush=True)
+        return 2
     return 0
 
 

@@ -11,6 +11,9 @@ Every veth is created inside a lab namespace with its peer placed straight into 
 nothing ever appears in the root namespace and interface names cannot collide with the host's.  Sysctls and
 offloads are set in-process by switching this thread into the namespace (setns affects only the calling
 thread, and /proc/sys/net and new sockets follow the caller's namespace).
+
+Pieces usable on their own (other tests' namespaces): :func:`inside`, :func:`set_sysctls`,
+:func:`wait_ready`, :func:`file_tail`.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from typing import Self
 
 from pyroute2 import NetNS, netns
 
+from pylvs.io import sysctl
 from pylvs.io.ethtool import set_offloads
 
 log = logging.getLogger(__name__)
@@ -104,6 +109,53 @@ def inside(ns: str):
                 netns.setns(home, flags=0)
         finally:
             os.close(home)
+
+
+def set_sysctls(ns: str, values: dict[str, object]) -> None:
+    """Write sysctls (sysctl(8) names, pylvs/io/sysctl.py) inside network namespace ``ns``."""
+    with inside(ns):
+        for name, value in values.items():
+            sysctl.write(name, value)
+
+
+def file_tail(path: str, n: int = 2000) -> str:
+    """The last ``n`` bytes of a (log) file as text; "" if it cannot be read."""
+    with contextlib.suppress(OSError), open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - n))
+        return f.read().decode(errors="replace")
+    return ""
+
+
+def wait_ready(proc: subprocess.Popen, timeout: float, what: str | None = None, *,
+               tail: Callable[[], str] | None = None) -> None:
+    """Read ``proc``'s stdout (a pipe) until a line "ready" (or "pylvs: ready ..."); LabError otherwise,
+    naming ``what`` (default: its command line) and ending with ``tail()`` (e.g. its stderr log's end).
+
+    Reads the raw fd with os.read: select() on a buffered file object would miss lines already in its
+    buffer.  Whatever follows the ready line in the same read is dropped: read the rest with
+    ``proc.stdout`` / ``communicate()`` as usual."""
+    if proc.stdout is None:
+        raise LabError("wait_ready needs a process started with stdout=subprocess.PIPE")
+    if what is None:
+        what = " ".join(map(str, proc.args if isinstance(proc.args, list) else [proc.args]))[:200]
+    fd, buf, seen = proc.stdout.fileno(), b"", []
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0 and len(seen) < 1000:
+        if not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(2)
+            raise LabError(f"{what} exited ({proc.returncode}) before ready; "
+                           f"stdout {seen[-5:]}\n{tail() if tail else ''}")
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        seen += [ln.decode(errors="replace").strip() for ln in lines]
+        if any(ln.split()[:1] == ["ready"] or ln.startswith("pylvs: ready") for ln in seen):
+            return
+    raise LabError(f"{what} not ready within {timeout:.1f} s; stdout {seen[-5:]}\n{tail() if tail else ''}")
 
 
 def _ns_pids(name: str) -> list[int]:
@@ -223,10 +275,7 @@ class Lab:
                     ipr.route("add", dst="0.0.0.0/0", gateway=routes[role])
 
     def _sysctl(self, role: str, values: dict[str, int]) -> None:
-        with inside(self.ns[role]):
-            for key, val in values.items():
-                with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
-                    f.write(str(val))
+        set_sysctls(self.ns[role], values)
 
     def _sysctls(self) -> None:
         conf = "net.ipv4.conf."
@@ -304,33 +353,13 @@ class Lab:
 
     def wait_ready(self, proc: subprocess.Popen, timeout: float) -> None:
         """Read ``proc``'s stdout (a pipe) until a line "ready"; LabError with its stderr tail otherwise."""
-        if proc.stdout is None:
-            raise LabError("wait_ready needs a process started with stdout=subprocess.PIPE")
-        fd, buf, seen = proc.stdout.fileno(), b"", []
         what = " ".join(map(str, proc.args[3:] if isinstance(proc.args, list) else [proc.args]))[:200]
-        deadline = time.monotonic() + timeout
-        # os.read, not readline: the file object's buffer would hide data from select().
-        while (left := deadline - time.monotonic()) > 0 and len(seen) < 1000:
-            if not select.select([fd], [], [], left)[0]:
-                break
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(2)
-                raise LabError(f"{what} exited ({proc.returncode}) before ready; "
-                               f"stdout {seen[-5:]}\n{self._tail(proc)}")
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            seen += [ln.decode(errors="replace").strip() for ln in lines]
-            if any(ln.split()[:1] == ["ready"] or ln.startswith("pylvs: ready") for ln in seen):
-                return
-        raise LabError(f"{what} not ready within {timeout:.1f} s; stdout {seen[-5:]}\n{self._tail(proc)}")
+        wait_ready(proc, timeout, what, tail=lambda: self._tail(proc))
 
     def _tail(self, proc: subprocess.Popen, n: int = 2000) -> str:
         path = self._logs.get(proc.pid)
         if path:
-            with contextlib.suppress(OSError), open(path, "rb") as f:
-                return f.read()[-n:].decode(errors="replace")
+            return file_tail(path, n)
         if proc.stderr is not None:  # a pipe: take what is there without blocking
             with contextlib.suppress(OSError, ValueError):
                 fd = proc.stderr.fileno()

@@ -18,10 +18,9 @@ import struct
 import sys
 import time
 
+from pylvs.io.afpacket import ETH_P_ALL, SOL_PACKET
 from pylvs.io.pcap import PcapWriter
 
-ETH_P_ALL = 0x0003
-SOL_PACKET = 263
 PACKET_STATISTICS = 6
 SO_TIMESTAMP = getattr(socket, "SO_TIMESTAMP", 29)  # Linux value; not always exported by the module
 _TIMEVAL = struct.Struct("=qq")

@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import select
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
+import tempfile
 import time
 
 import dpkt
@@ -24,36 +23,26 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pylvs.io.tundecap import DROP_REASONS, decap
+from pylvs.lab.netns import file_tail, set_sysctls, wait_ready
 from pylvs.lab.servers import CHUNK, pattern_bytes, pattern_chunks
+from pylvs.native import checksum, pseudo_header_sum
+from pylvs.testing import ip4, ip_payload, udp_frame
 
 A_IP, B_IP, VIP = "198.18.0.1", "198.18.0.2", "198.18.0.100"
 VIPS = {socket.inet_aton(VIP)}
 READY_TIMEOUT = 15.0
 
 
-# -- packet building (explicit, so the checksums are known to be right) ---------------------------------
-
-def csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
+# -- packets (pylvs.testing and dpkt fill in lengths and checksums) -------------------------------------
 
 def ipv4(src: str, dst: str, proto: int, payload: bytes, ident: int = 1) -> bytes:
-    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident, 0x4000, 64, proto, 0,
-                      socket.inet_aton(src), socket.inet_aton(dst))
-    return hdr[:10] + struct.pack("!H", csum(hdr)) + hdr[12:] + payload
+    """An IPv4 packet around ``payload`` taken as it is (the outer header of IPIP, or a broken inner one)."""
+    return bytes(dpkt.ip.IP(src=ip4(src), dst=ip4(dst), p=proto, id=ident, ttl=64, data=payload))
 
 
 def udp4(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
-    ln = 8 + len(payload)
-    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 17, ln)
-    seg = struct.pack("!HHHH", sport, dport, ln, 0) + payload
-    c = csum(pseudo + seg) or 0xFFFF
-    return ipv4(src, dst, 17, seg[:6] + struct.pack("!H", c) + seg[8:])
+    mac = "02:00:00:00:00:01"  # dropped with the Ethernet header
+    return ip_payload(udp_frame(mac, mac, src, dst, sport, dport, payload))
 
 
 def ipip(inner: bytes, outer_src: str = A_IP, outer_dst: str = B_IP) -> bytes:
@@ -66,10 +55,9 @@ INNER = udp4(A_IP, VIP, 40000, 53, b"hello")
 # -- decap: pure, no privileges -----------------------------------------------------------------------
 
 def test_builders_make_valid_checksums():
-    ip = dpkt.ip.IP(INNER)
-    assert csum(INNER[:20]) == 0
-    pseudo = INNER[12:20] + struct.pack("!BBH", 0, 17, len(ip.data))
-    assert csum(pseudo + INNER[20:]) == 0
+    assert checksum(INNER[:20]) == 0 and checksum(ipip(INNER)[:20]) == 0
+    assert checksum(INNER[20:], pseudo_header_sum(ip4(A_IP), ip4(VIP), 17, len(INNER) - 20)) == 0
+    assert len(ipip(INNER)) == 20 + len(INNER) and ipip(INNER)[9] == 4
 
 
 def test_decap_returns_inner_packet():
@@ -152,27 +140,32 @@ def _no_netns_reason() -> str | None:
 
 
 class TwoNs:
+    """Two namespaces joined by one veth pair, and the processes started in them (stdout a pipe, read with
+    pylvs.lab.netns.wait_ready; stderr to a log file, never an undrained pipe)."""
+
     def __init__(self) -> None:
         s = secrets.token_hex(3)
         self.a, self.b = f"pl-t-{s}-a", f"pl-t-{s}-b"
         self.procs: list[subprocess.Popen] = []
         self.created: list[str] = []
+        self.logdir = tempfile.mkdtemp(prefix=f"pylvs-t-{s}-")
+        self.logs: dict[int, str] = {}  # pid -> stderr log
 
     def build(self) -> None:
-        from pyroute2 import NetNS
+        from pyroute2 import NetNS, netns
 
         for name in (self.a, self.b):
-            NetNS(name, flags=os.O_CREAT).close()
-            self.created.append(name)
-        with NetNS(self.a) as a:
+            self.created.append(name)  # before create: a half-made one must still be removed
+            netns.create(name)
+        with NetNS(self.a, flags=0) as a:
             a.link("add", ifname="eth0", kind="veth", peer={"ifname": "eth0", "net_ns_fd": self.b})
         # IPv6 off before the links come up (no DAD/RS noise in captures); rp_filter off in B, as a TUN-mode
         # real server needs (the lab's job, not tundecap's).
-        self.sysctls(self.a, {"ipv6/conf/all/disable_ipv6": 1, "ipv6/conf/default/disable_ipv6": 1})
-        self.sysctls(self.b, {"ipv6/conf/all/disable_ipv6": 1, "ipv6/conf/default/disable_ipv6": 1,
-                              "ipv4/conf/all/rp_filter": 0, "ipv4/conf/default/rp_filter": 0})
+        no_v6 = {"net.ipv6.conf.all.disable_ipv6": 1, "net.ipv6.conf.default.disable_ipv6": 1}
+        set_sysctls(self.a, no_v6)
+        set_sysctls(self.b, {**no_v6, "net.ipv4.conf.all.rp_filter": 0, "net.ipv4.conf.default.rp_filter": 0})
         for name, addr in ((self.a, A_IP), (self.b, B_IP)):
-            with NetNS(name) as ns:
+            with NetNS(name, flags=0) as ns:
                 lo, eth = ns.link_lookup(ifname="lo")[0], ns.link_lookup(ifname="eth0")[0]
                 ns.addr("add", index=eth, address=addr, prefixlen=24)
                 ns.link("set", index=lo, state="up")
@@ -180,19 +173,17 @@ class TwoNs:
                 if name == self.b:
                     ns.addr("add", index=lo, address=VIP, prefixlen=32)
 
-    def sysctls(self, ns: str, values: dict[str, int]) -> None:
-        code = ("import sys\nfor kv in sys.argv[1:]:\n    k, v = kv.split('=')\n"
-                "    open('/proc/sys/net/' + k, 'w').write(v)\n")
-        res = self.run(ns, ["-c", code, *(f"{k}={v}" for k, v in values.items())], timeout=20)
-        assert res.returncode == 0, res.stderr
-
-    def popen(self, ns: str, pyargs: list[str], **kw) -> subprocess.Popen:
-        kw.setdefault("stdin", subprocess.DEVNULL)
-        kw.setdefault("stdout", subprocess.PIPE)
-        kw.setdefault("stderr", subprocess.PIPE)
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, *pyargs], text=True, **kw)
+    def popen(self, ns: str, pyargs: list[str]) -> subprocess.Popen:
+        path = os.path.join(self.logdir, f"{len(self.logs)}-{ns}.stderr")
+        with open(path, "wb") as errf:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, *pyargs], text=True,
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errf)
+        self.logs[proc.pid] = path
         self.procs.append(proc)
         return proc
+
+    def stderr(self, proc: subprocess.Popen) -> str:
+        return file_tail(self.logs[proc.pid], 1 << 20)
 
     def run(self, ns: str, pyargs: list[str], timeout: float) -> subprocess.CompletedProcess:
         return subprocess.run(["ip", "netns", "exec", ns, sys.executable, *pyargs], capture_output=True,
@@ -203,33 +194,21 @@ class TwoNs:
         assert res.returncode == 0, res.stderr
         return json.loads(res.stdout)
 
-    @staticmethod
-    def wait_ready(proc: subprocess.Popen, timeout: float = READY_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-            if not r:
-                break
-            line = proc.stdout.readline()
-            if line.strip() == "ready":
-                return
-            if not line:  # exited
-                break
-        proc.kill()
-        _, err = proc.communicate(timeout=5)
-        raise AssertionError(f"{proc.args} not ready within {timeout} s (rc {proc.returncode}): {err[-2000:]}")
+    def wait_ready(self, proc: subprocess.Popen, timeout: float = READY_TIMEOUT) -> None:
+        wait_ready(proc, timeout, tail=lambda: file_tail(self.logs[proc.pid]))
 
-    @staticmethod
-    def stop(proc: subprocess.Popen, timeout: float = 10.0) -> tuple[str, str]:
+    def stop(self, proc: subprocess.Popen, timeout: float = 10.0) -> tuple[str, str]:
+        """SIGTERM, then its stdout (what followed "ready") and its whole stderr."""
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
         try:
-            out, err = proc.communicate(timeout=timeout)
+            out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
-            out, err = proc.communicate(timeout=5)
-            raise AssertionError(f"{proc.args} ignored SIGTERM for {timeout} s: {err[-2000:]}") from None
-        return out, err
+            proc.communicate(timeout=5)
+            raise AssertionError(f"{proc.args} ignored SIGTERM for {timeout} s: "
+                                 f"{file_tail(self.logs[proc.pid])}") from None
+        return out, self.stderr(proc)
 
     def stop_all(self) -> None:
         for proc in self.procs:
@@ -251,6 +230,7 @@ class TwoNs:
             except OSError:
                 pass
         self.created.clear()
+        shutil.rmtree(self.logdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -393,3 +373,19 @@ def test_tundecap_delivers_inner_packet(ns2):
     counters = json.loads(err.split("tun-decap stopped: ", 1)[1].splitlines()[0])
     assert counters["rx"] == 2 and counters["decapsulated"] == 1, counters
     assert counters["drop_not_for_vip"] == 1 and counters["tun_write_errors"] == 0, counters
+
+
+def test_tundecap_refuses_a_leftover_persistent_device(ns2):
+    """IFF_TUN_EXCL: a persistent TUN device of that name is refused (exit 2, one line), never attached to."""
+    ip = ["ip", "-n", ns2.b]
+    subprocess.run([*ip, "tuntap", "add", "dev", "pl-left", "mode", "tun"], check=True, timeout=10)
+    try:
+        res = ns2.run(ns2.b, ["-m", "pylvs", "rs", "tun-decap", "--vip", VIP, "--dev", "pl-left"], timeout=30)
+        assert res.returncode == 2 and res.stdout == "", res
+        assert "Traceback" not in res.stderr
+        assert "TUN pl-left: the name 'pl-left' is already in use by another TUN/TAP device" in res.stderr
+        flags = subprocess.run([*ip, "-d", "link", "show", "pl-left"], capture_output=True, text=True,
+                               timeout=10, check=True).stdout
+        assert "persist" in flags.split("tun type tun", 1)[1]  # still the leftover, untouched
+    finally:
+        subprocess.run([*ip, "link", "del", "pl-left"], timeout=10, check=False)

@@ -15,20 +15,14 @@ import time
 import pytest
 from pyroute2 import NetNS, netns
 
+from pylvs.io import sysctl as sysctls
 from pylvs.io.ethtool import get_offloads
 from pylvs.lab import netns as labnet
 from pylvs.lab.netns import Lab, LabError, have_netadmin, inside
+from pylvs.native import checksum
 
 _REASON = have_netadmin()
 needs_ns = pytest.mark.skipif(_REASON is not None, reason=f"cannot build namespaces: {_REASON}")
-
-
-def _csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    s = (s >> 16) + (s & 0xFFFF)
-    return ~(s + (s >> 16)) & 0xFFFF
 
 
 def ping(ns: str, dst: str, timeout: float = 1.0, tries: int = 3) -> bool:
@@ -39,7 +33,7 @@ def ping(ns: str, dst: str, timeout: float = 1.0, tries: int = 3) -> bool:
         ident = os.getpid() & 0xFFFF
         for seq in range(1, tries + 1):
             hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"pylvs-lab"
-            s.sendto(hdr[:2] + struct.pack("!H", _csum(hdr)) + hdr[4:], (dst, 0))
+            s.sendto(hdr[:2] + struct.pack("!H", checksum(hdr)) + hdr[4:], (dst, 0))
             deadline = time.monotonic() + timeout
             while (left := deadline - time.monotonic()) > 0:
                 s.settimeout(left)
@@ -81,8 +75,8 @@ def udp_echo(ns: str, ip: str, port: int, payload: bytes = b"hello") -> bytes:
 
 
 def sysctl(ns: str, key: str) -> str:
-    with inside(ns), open("/proc/sys/" + key.replace(".", "/")) as f:
-        return f.read().strip()
+    with inside(ns):
+        return sysctls.read(key)
 
 
 def link_info(ns: str, ifname: str) -> tuple[str, list[str]]:

@@ -1,15 +1,13 @@
-"""TAP adapter and host recipe (pylvs/io/tap.py, pylvs/io/hostsetup.py).
+"""TAP adapter and host recipe (pylvs/io/tap.py, pylvs/io/hostsetup.py) against a real kernel (root).
 
-Unit part (no privileges): plan()/describe() on the examples with the kernel's addresses injected, the
-checks plan() makes, apply()'s rollback and Applied.undo() with fake steps, the Sysctl step on a fake
-/proc/sys, TapPort's error messages.
-
-Namespace part (root): in a namespace of our own (``pl-t-xxxxxx``, entered with pyroute2's pushns so the
+In a namespace of our own (``pl-t-xxxxxx``, entered by this thread with pylvs.lab.netns.inside() so the
 assertions run in this process; removed at the end whatever happens), a lab director with eth0
 198.18.0.1/24 and eth1 198.19.0.1/24 (veth pairs whose peers stay in the namespace), a TapPort opened from
 examples/tap-{nat,fullnat}.toml, the plan applied and read back through netlink and /proc/sys, ARP checked
 both ways (pylvs -> kernel over the TAP; a client on eth0 / a real server on eth1 -> proxy ARP), then undone
-and compared with the state from before.  Only 198.18.0.0/15 addresses, only inside that namespace.
+and compared with the state from before; a partial failure of an offloads step and the kernel's
+ip_forward propagation undone too.  Only 198.18.0.0/15 addresses, only inside that namespace.  The
+unprivileged part (plan, describe, rollback with fake steps, TAP error messages): tests/unit/test_hostsetup.py.
 """
 
 from __future__ import annotations
@@ -29,15 +27,17 @@ from pathlib import Path
 import pytest
 
 from pylvs.config import load_config, parse_config
-from pylvs.io import hostsetup, tap
+from pylvs.io import ethtool, hostsetup, sysctl, tap
 from pylvs.io.hostsetup import HostSetupError
 from pylvs.io.port import Port, PortError
+from pylvs.testing import arp_frame, udp_frame
 
 EX = Path(__file__).resolve().parents[2] / "examples"
 LAB_KERNEL = {"lo": [IPv4Interface("127.0.0.1/8")], "eth0": [IPv4Interface("198.18.0.1/24")],
               "eth1": [IPv4Interface("198.19.0.1/24")]}
 VIP, LIP = "198.18.0.100", "198.19.0.250"
 RIPS = ["198.19.0.11", "198.19.0.12", "198.19.0.13"]
+BROADCAST, ZERO_MAC = b"\xff" * 6, b"\x00" * 6
 
 
 def cfg_of(name: str, mutate=None):
@@ -47,233 +47,11 @@ def cfg_of(name: str, mutate=None):
     return parse_config(data, str(EX / name))
 
 
-def commands(text: str) -> list[str]:
-    return [ln for ln in text.splitlines() if not ln.startswith("#")]
-
-
-# --------------------------------------------------------------------------- unit: plan / describe
-
-TAP_NAT_RECIPE = [
-    "ip address add 198.18.255.1/30 dev pylvs0",
-    "sysctl -w net.ipv4.conf.pylvs0.rp_filter=0",
-    "ip route add 198.18.0.100/32 via 198.18.255.2 dev pylvs0",
-    "ip route add default via 198.18.255.2 dev pylvs0 table 100",
-    "ip rule add from 198.19.0.11/32 lookup 100 priority 1000",
-    "ip rule add from 198.19.0.12/32 lookup 100 priority 1000",
-    "ip rule add from 198.19.0.13/32 lookup 100 priority 1000",
-    "ip neigh add proxy 198.18.0.100 dev eth0",
-    "sysctl -w net.ipv4.neigh.eth0.proxy_delay=0",
-    "sysctl -w net.ipv4.conf.all.rp_filter=0",
-    "sysctl -w net.ipv4.ip_forward=1",
-]
-TAP_FULLNAT_RECIPE = [
-    "ip address add 198.18.255.1/30 dev pylvs0",
-    "sysctl -w net.ipv4.conf.pylvs0.rp_filter=0",
-    "ip route add 198.18.0.100/32 via 198.18.255.2 dev pylvs0",
-    "ip route add 198.19.0.250/32 via 198.18.255.2 dev pylvs0",
-    "ip neigh add proxy 198.18.0.100 dev eth0",
-    "ip neigh add proxy 198.19.0.250 dev eth1",
-    "sysctl -w net.ipv4.neigh.eth0.proxy_delay=0",
-    "sysctl -w net.ipv4.neigh.eth1.proxy_delay=0",
-    "sysctl -w net.ipv4.conf.all.rp_filter=0",
-    "sysctl -w net.ipv4.ip_forward=1",
-]
-AFPACKET_RECIPE = [
-    "ethtool -K eth0 gro off lro off",
-    "ethtool -K eth1 gro off lro off",
-    "sysctl -w net.ipv4.ip_forward=0",
-]
-
-
-@pytest.mark.parametrize("name,recipe", [
-    ("tap-nat.toml", TAP_NAT_RECIPE), ("tap-fullnat.toml", TAP_FULLNAT_RECIPE),
-    ("nat.toml", AFPACKET_RECIPE), ("fullnat.toml", AFPACKET_RECIPE),
-])
-def test_describe_examples(name, recipe):
-    kernel = LAB_KERNEL if name.startswith("tap-") else {"lo": LAB_KERNEL["lo"]}
-    cfg = load_config(EX / name)
-    text = hostsetup.describe(cfg, kernel_addrs=kernel)
-    assert commands(text) == recipe
-    assert text.startswith(f"# pylvs host recipe for {cfg.file} ({len(recipe)} steps")
-    # a comment saying why above every command
-    lines = text.splitlines()[1:]
-    assert [ln.startswith("# ") for ln in lines] == [True, False] * len(recipe)
-    assert [s.describe() for s in hostsetup.plan(cfg, kernel_addrs=kernel)] == recipe
-
-
-def test_plan_table_and_priority_configurable():
-    steps = hostsetup.plan(load_config(EX / "tap-nat.toml"), kernel_addrs=LAB_KERNEL, table=7, rule_priority=42)
-    cmds = [s.describe() for s in steps]
-    assert "ip route add default via 198.18.255.2 dev pylvs0 table 7" in cmds
-    assert "ip rule add from 198.19.0.12/32 lookup 7 priority 42" in cmds
-
-
-def test_plan_no_proxy_without_on_link_interface():
-    # the VIP is not inside any kernel subnet: upstream routers route it here, nobody ARPs for it
-    steps = hostsetup.plan(load_config(EX / "tap-fullnat.toml"), kernel_addrs={"eth9": [IPv4Interface("10.1.0.1/16")]})
-    cmds = [s.describe() for s in steps]
-    assert not [c for c in cmds if "proxy" in c]
-    # the TAP's own subnet never gets proxy entries, even if a VIP were inside it
-    k = {"pylvs0": [IPv4Interface("198.18.0.254/16")]}
-    assert not [s for s in hostsetup.plan(load_config(EX / "tap-fullnat.toml"), kernel_addrs=k)
-                if isinstance(s, hostsetup.AddProxyNeighbour)]
-
-
-@pytest.mark.parametrize("name,kernel,fragment", [
-    ("tap-nat.toml", {"eth0": [IPv4Interface("198.18.0.100/24")]}, "198.18.0.100 (VIP) is a kernel address on 'eth0'"),
-    ("tap-fullnat.toml", {"lo": [IPv4Interface("198.19.0.250/32")]}, "198.19.0.250 (LIP) is a kernel address on 'lo'"),
-    ("nat.toml", {"eth1": [IPv4Interface("198.19.0.1/24")]},
-     "198.19.0.1 (pylvs's address on 'eth1') is a kernel address on 'eth1'"),
-    ("tap-nat.toml", {"x": [IPv4Interface("198.18.255.2/30")]}, "pylvs's address on 'pylvs0'"),
-])
-def test_plan_refuses_kernel_owned_addresses(name, kernel, fragment):
-    with pytest.raises(HostSetupError) as ei:
-        hostsetup.plan(load_config(EX / name), kernel_addrs=kernel)
-    assert fragment in str(ei.value) and "ip address del" in str(ei.value)
-
-
-def test_plan_tap_needs_host_address():
-    cfg = cfg_of("tap-nat.toml", lambda d: d["interface"][0].pop("host_address"))
-    with pytest.raises(HostSetupError, match="'pylvs0' .*no host_address"):
-        hostsetup.plan(cfg, kernel_addrs=LAB_KERNEL)
-
-
-def test_plan_tap_refuses_dr():
-    def mode(m):
-        def mutate(d):
-            d["mode"] = m
-            for vs in d["virtual_server"]:
-                for rs in vs["real_server"]:
-                    rs.pop("port")  # DR/TUN cannot map ports
-        return mutate
-    # TUN works behind a TAP (the kernel routes the IPIP packets); no NAT replies to steer
-    steps = hostsetup.plan(cfg_of("tap-nat.toml", mode("tun")), kernel_addrs=LAB_KERNEL)
-    assert not [s for s in steps if isinstance(s, hostsetup.AddRule)]
-    with pytest.raises(HostSetupError, match="198.19.0.11 of tcp 198.18.0.100:80 uses DR, which cannot work"):
-        hostsetup.plan(cfg_of("tap-nat.toml", mode("dr")), kernel_addrs=LAB_KERNEL)
-
-
-def test_plan_refuses_mixed_drivers():
-    def mixed(d):
-        d["interface"].append({"name": "eth1", "addresses": ["198.19.0.1/24"]})
-    with pytest.raises(HostSetupError, match="'tap' and 'afpacket'"):
-        hostsetup.plan(cfg_of("tap-nat.toml", mixed), kernel_addrs={})
-
-
-# --------------------------------------------------------------------------- unit: apply / undo
-
-class FakeStep(hostsetup.Step):
-    def __init__(self, name, log, fail_apply=False, fail_undo=None):
-        self.name, self.log, self.fail_apply, self.fail_undo = name, log, fail_apply, fail_undo
-
-    def describe(self):
-        return f"fake {self.name}"
-
-    def apply(self):
-        if self.fail_apply:
-            raise OSError(errno.EPERM, "Operation not permitted")
-        self.log.append(("apply", self.name))
-
-    def undo(self):
-        self.log.append(("undo", self.name))
-        if self.fail_undo:
-            raise self.fail_undo
-
-
-def test_apply_rolls_back_and_names_the_step():
-    log: list = []
-    steps = [FakeStep("a", log), FakeStep("b", log), FakeStep("c", log, fail_apply=True), FakeStep("d", log)]
-    with pytest.raises(HostSetupError) as ei:
-        hostsetup.apply(steps)
-    msg = str(ei.value)
-    assert "step 3/4 `fake c` failed: Operation not permitted (needs root / CAP_NET_ADMIN)" in msg
-    assert "undone" in msg
-    assert log == [("apply", "a"), ("apply", "b"), ("undo", "b"), ("undo", "a")]
-
-
-def test_applied_undo_reverse_never_raises(caplog):
-    log: list = []
-    gone = OSError(errno.ENODEV, "No such device")
-    steps = [FakeStep("a", log), FakeStep("b", log, fail_undo=RuntimeError("boom")),
-             FakeStep("c", log, fail_undo=gone)]
-    applied = hostsetup.apply(steps)
-    with caplog.at_level(logging.DEBUG, logger="pylvs.hostsetup"):
-        applied.undo()
-        applied.undo()  # idempotent
-    assert [x for x in log if x[0] == "undo"] == [("undo", "c"), ("undo", "b"), ("undo", "a")]
-    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert warnings == ["host setup: could not undo `fake b`: boom"]  # ENODEV = already gone: debug only
-
-
-def test_sysctl_step(tmp_path, monkeypatch):
-    monkeypatch.setattr(hostsetup, "PROC_SYS", str(tmp_path))
-    f = tmp_path / "net" / "ipv4" / "conf" / "eth0.5" / "rp_filter"
-    f.parent.mkdir(parents=True)
-    f.write_text("1\n")
-    s = hostsetup.Sysctl(("net", "ipv4", "conf", "eth0.5", "rp_filter"), "0")
-    assert s.describe() == "sysctl -w net.ipv4.conf.eth0/5.rp_filter=0"
-    s.apply()
-    assert f.read_text() == "0"
-    s.undo()
-    assert f.read_text() == "1"
-    s.apply()
-    f.write_text("2")  # someone else changed it meanwhile: theirs now
-    s.undo()
-    assert f.read_text() == "2"
-    f.write_text("0")  # already the wanted value: nothing to undo
-    s.apply()
-    s.undo()
-    assert f.read_text() == "0"
-
-
-# --------------------------------------------------------------------------- unit: TapPort errors
-
-def test_derived_mac():
-    m = tap.derived_mac("pylvs0")
-    assert m == tap.derived_mac("pylvs0") != tap.derived_mac("pylvs1")
-    assert len(m) == 6 and m[0] == 0x02  # locally administered, unicast
-
-
-def test_tap_missing_dev(monkeypatch):
-    monkeypatch.setattr(tap, "TUN_DEV", "/nonexistent/net/tun")
-    with pytest.raises(PortError, match="TAP pylvs0: /nonexistent/net/tun does not exist .*modprobe tun"):
-        tap.TapPort.open(load_config(EX / "tap-nat.toml").interfaces[0])
-
-
-@pytest.mark.parametrize("code,fragment", [
-    (errno.EPERM, "needs CAP_NET_ADMIN"),
-    (errno.EACCES, "needs CAP_NET_ADMIN"),
-    (errno.EBUSY, "'pylvs0' is already in use"),
-    (errno.ENODEV, "cannot open"),
-    (errno.EIO, "cannot create the TAP device"),
-])
-def test_tap_open_errors(monkeypatch, code, fragment):
-    pytun = pytest.importorskip("pytun")
-    monkeypatch.setattr(tap, "TUN_DEV", "/dev/null")  # exists; the fake below fails first
-
-    def fake(**kw):
-        raise pytun.Error(code, os.strerror(code))
-    monkeypatch.setattr(pytun, "TunTapDevice", fake)
-    with pytest.raises(PortError) as ei:
-        tap.TapPort.open(load_config(EX / "tap-nat.toml").interfaces[0])
-    assert str(ei.value).startswith("TAP pylvs0: ") and fragment in str(ei.value)
-
-
-def test_tap_mac_equal_to_kernel_side(monkeypatch):
-    pytun = pytest.importorskip("pytun")
-    iface = load_config(EX / "tap-nat.toml").interfaces[0]
-    closed = []
-
-    class FakeDev:  # what the kernel would hand back if it picked pylvs's MAC for the netdev
-        name, hwaddr = "pylvs0", iface.mac
-
-        def close(self):
-            closed.append(True)
-    monkeypatch.setattr(tap, "TUN_DEV", "/dev/null")
-    monkeypatch.setattr(pytun, "TunTapDevice", lambda **kw: FakeDev())
-    with pytest.raises(PortError, match="equals the kernel side's MAC"):
-        tap.TapPort.open(iface)
-    assert closed == [True]  # the half-made device is released
+@pytest.fixture(autouse=True)
+def _pylvs_logs_reach_caplog(monkeypatch):
+    # pylvs.logsetup.setup_logging (run by CLI tests earlier in the session) stops propagation to the root
+    # logger, where caplog listens.
+    monkeypatch.setattr(logging.getLogger("pylvs"), "propagate", True)
 
 
 # --------------------------------------------------------------------------- namespace part
@@ -298,16 +76,17 @@ def ns():
     """A fresh namespace with the tap-lab director's kernel interfaces, entered for the test's duration."""
     from pyroute2 import IPRoute, netns
 
+    from pylvs.lab.netns import inside
+
     name = f"pl-t-{secrets.token_hex(3)}"
     try:
         netns.create(name)
     except Exception as e:
         pytest.skip(f"cannot create a network namespace: {e}")
     try:
-        netns.pushns(name)
-        try:
+        with inside(name):  # this thread only (pyroute2's pushns is wrong from threads: see inside())
             for k in ("all", "default"):
-                _write(f"/proc/sys/net/ipv6/conf/{k}/disable_ipv6", "1")  # no ND/MLD noise
+                sysctl.write(f"net.ipv6.conf.{k}.disable_ipv6", "1")  # no ND/MLD noise
             with IPRoute() as ipr:
                 ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
                 for ifname, addr in (("eth0", "198.18.0.1"), ("eth1", "198.19.0.1")):
@@ -316,27 +95,17 @@ def ns():
                         ipr.link("set", index=ipr.link_lookup(ifname=n)[0], state="up")
                     ipr.addr("add", index=ipr.link_lookup(ifname=ifname)[0], address=addr, prefixlen=24)
             # start from values the recipe changes, so that undo has something to restore
-            _write("/proc/sys/net/ipv4/ip_forward", "0")
-            _write("/proc/sys/net/ipv4/conf/all/rp_filter", "1")  # strict
+            sysctl.write("net.ipv4.ip_forward", "0")
+            sysctl.write("net.ipv4.conf.all.rp_filter", "1")  # strict
             yield name
-        finally:
-            netns.popns()
     finally:
         netns.remove(name)
 
 
-def _write(path: str, value: str) -> None:
-    with open(path, "w") as f:
-        f.write(value)
-
-
-def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read().strip()
-
-
-SYSCTLS = ["net/ipv4/ip_forward", "net/ipv4/conf/all/rp_filter", "net/ipv4/neigh/eth0/proxy_delay",
-           "net/ipv4/neigh/eth1/proxy_delay", "net/ipv4/conf/eth0/rp_filter", "net/ipv4/conf/eth1/rp_filter"]
+SYSCTLS = ["net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter", "net.ipv4.neigh.eth0.proxy_delay",
+           "net.ipv4.neigh.eth1.proxy_delay", "net.ipv4.conf.eth0.rp_filter", "net.ipv4.conf.eth1.rp_filter",
+           "net.ipv4.conf.all.accept_redirects"] + [f"net.ipv4.conf.{i}.forwarding" for i in
+                                                    ("default", "lo", "eth0", "eth1", "eth0p", "eth1p")]
 
 
 def state() -> dict:
@@ -363,16 +132,19 @@ def state() -> dict:
                 except Exception:
                     pass
     return {"routes": routes, "rules": rules, "addrs": addrs, "proxies": proxies,
-            "sysctls": {k: _read(f"/proc/sys/{k}") for k in SYSCTLS}}
+            "sysctls": {k: sysctl.read(k) for k in SYSCTLS}}
 
 
-def arp_frame(op: int, src_mac: bytes, src_ip: str, dst_mac: bytes, dst_ip: str) -> bytes:
-    eth_dst = b"\xff" * 6 if op == 1 else dst_mac
-    return (eth_dst + src_mac + b"\x08\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, op) + src_mac
-            + socket.inet_aton(src_ip) + (b"\x00" * 6 if op == 1 else dst_mac) + socket.inet_aton(dst_ip))
+def arp_request(src_mac: bytes, src_ip: str, target: str) -> bytes:
+    return arp_frame(src_mac, BROADCAST, 1, src_mac, src_ip, ZERO_MAC, target)
+
+
+def arp_reply(src_mac: bytes, src_ip: str, dst_mac: bytes, dst_ip: str) -> bytes:
+    return arp_frame(src_mac, dst_mac, 2, src_mac, src_ip, dst_mac, dst_ip)
 
 
 def parse_arp(frame: bytes) -> dict | None:
+    frame = bytes(frame)  # a TAP read is a bytearray
     if len(frame) < 42 or frame[12:14] != b"\x08\x06":
         return None
     op = struct.unpack_from("!H", frame, 20)[0]
@@ -412,7 +184,7 @@ def proxy_arp_check(ifname_peer: str, target: str, asker_ip: str, kernel_ifname:
                 except BlockingIOError:
                     break
             return out
-        s.send(arp_frame(1, asker_mac, asker_ip, b"", target))
+        s.send(arp_request(asker_mac, asker_ip, target))
         reply = await_arp_reply(recv, s.fileno(), target, asker_ip)
     assert reply["sha"] == kernel_mac and reply["tha"] == asker_mac
 
@@ -433,9 +205,8 @@ def _tap_exists(name: str) -> bool:
 
 
 @needs_netns
-@pytest.mark.parametrize("example,recipe", [("tap-nat.toml", TAP_NAT_RECIPE),
-                                            ("tap-fullnat.toml", TAP_FULLNAT_RECIPE)])
-def test_tap_port_and_recipe(ns, example, recipe, caplog):
+@pytest.mark.parametrize("example", ["tap-nat.toml", "tap-fullnat.toml"])
+def test_tap_port_and_recipe(ns, example, caplog):
     cfg = cfg_of(example)
     before = state()
     assert not _tap_exists("pylvs0")
@@ -445,10 +216,12 @@ def test_tap_port_and_recipe(ns, example, recipe, caplog):
         assert isinstance(port, Port) and port.kind == "tap" and port.name == "pylvs0"
         assert port.mac == bytes.fromhex("0200000001fe") != port.kernel_mac
         assert port.mtu == 1500 and port.recv_batch(8) == []  # non-blocking, nothing pending
-        assert _read("/proc/sys/net/ipv6/conf/pylvs0/disable_ipv6") == "1"
+        assert sysctl.read("net.ipv6.conf.pylvs0.disable_ipv6") == "1"
 
         steps = hostsetup.plan(cfg)  # the kernel's addresses read live: eth0/eth1 of the lab
-        assert [s.describe() for s in steps] == recipe
+        # ... give the plan tests/unit/test_hostsetup.py checks with the same addresses injected
+        assert [s.describe() for s in steps] == [s.describe() for s in hostsetup.plan(cfg, kernel_addrs=LAB_KERNEL)]
+        assert sum(isinstance(s, hostsetup.AddRule) for s in steps) == (3 if example == "tap-nat.toml" else 0)
         applied = hostsetup.apply(steps)
 
         after = state()
@@ -465,14 +238,15 @@ def test_tap_port_and_recipe(ns, example, recipe, caplog):
         assert routes == want
         assert ("pylvs0", "198.18.255.1/30") in after["addrs"]
         sc = after["sysctls"]
-        assert sc["net/ipv4/ip_forward"] == "1" and sc["net/ipv4/conf/all/rp_filter"] == "0"
-        assert _read("/proc/sys/net/ipv4/conf/pylvs0/rp_filter") == "0"
-        assert sc["net/ipv4/neigh/eth0/proxy_delay"] == "0"
-        assert sc["net/ipv4/neigh/eth1/proxy_delay"] == ("0" if example == "tap-fullnat.toml" else
-                                                          before["sysctls"]["net/ipv4/neigh/eth1/proxy_delay"])
+        assert sc["net.ipv4.ip_forward"] == "1" and sc["net.ipv4.conf.all.rp_filter"] == "0"
+        assert sc["net.ipv4.conf.eth0.forwarding"] == "1"  # the kernel's propagation
+        assert sysctl.read("net.ipv4.conf.pylvs0.rp_filter") == "0"
+        assert sc["net.ipv4.neigh.eth0.proxy_delay"] == "0"
+        assert sc["net.ipv4.neigh.eth1.proxy_delay"] == ("0" if example == "tap-fullnat.toml" else
+                                                          before["sysctls"]["net.ipv4.neigh.eth1.proxy_delay"])
 
         # pylvs -> kernel over the TAP: who has 198.18.255.1?
-        port.send(arp_frame(1, port.mac, "198.18.255.2", b"", "198.18.255.1"))
+        port.send(arp_request(port.mac, "198.18.255.2", "198.18.255.1"))
         reply = await_arp_reply(lambda: port.recv_batch(64), port.fileno(), "198.18.255.1", "198.18.255.2")
         assert reply["dst"] == port.mac and reply["tha"] == port.mac and reply["sha"] == port.kernel_mac
         assert port.counters["tx_frames"] == 1 and port.counters["rx_frames"] >= 1
@@ -557,18 +331,57 @@ def test_afpacket_recipe(ns):
     with IPRoute() as ipr:  # the AF_PACKET lab: no kernel addresses on the director's interfaces
         for ifname in ("eth0", "eth1"):
             ipr.flush_addr(index=ipr.link_lookup(ifname=ifname)[0])
-    _write("/proc/sys/net/ipv4/ip_forward", "1")
+    sysctl.write("net.ipv4.ip_forward", "1")
     ethtool.set_offloads("eth0", gro=True)
-    before = (ethtool.get_offloads("eth0"), ethtool.get_offloads("eth1"), _read("/proc/sys/net/ipv4/ip_forward"))
+    before = (ethtool.get_offloads("eth0"), ethtool.get_offloads("eth1"), state()["sysctls"])
     assert before[0]["gro"]
     applied = hostsetup.apply(hostsetup.plan(load_config(EX / "nat.toml")))
     try:
         assert not ethtool.get_offloads("eth0")["gro"] and not ethtool.get_offloads("eth1")["gro"]
-        assert _read("/proc/sys/net/ipv4/ip_forward") == "0"
+        assert sysctl.read("net.ipv4.ip_forward") == "0"
+        assert sysctl.read("net.ipv4.conf.eth0.forwarding") == "0"
     finally:
         applied.undo()
-    assert (ethtool.get_offloads("eth0"), ethtool.get_offloads("eth1"),
-            _read("/proc/sys/net/ipv4/ip_forward")) == before
+    assert (ethtool.get_offloads("eth0"), ethtool.get_offloads("eth1"), state()["sysctls"]) == before
+
+
+@needs_netns
+def test_offloads_partial_failure_is_undone(ns, monkeypatch):
+    """tso and gso changed on a real veth, then the gro ioctl fails: both are back as they were."""
+    ethtool.set_offloads("eth0", tso=True, gso=True, gro=False)
+    before = ethtool.get_offloads("eth0")
+    real, set_gro = ethtool._ioctl, ethtool._GET_SET["gro"][1]
+
+    def ioctl(sock, ifname, cmd, data=0):
+        if cmd == set_gro:
+            raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+        return real(sock, ifname, cmd, data)
+    monkeypatch.setattr(ethtool, "_ioctl", ioctl)
+    step = hostsetup.Offloads("eth0", {"tso": False, "gso": False, "gro": True})
+    with pytest.raises(HostSetupError, match=r"`ethtool -K eth0 tso off gso off gro on` failed: eth0: cannot set "
+                                             r"gro: .*\(everything changed up to it was undone\)"):
+        hostsetup.apply([hostsetup.Sysctl("net.ipv4.conf.all.rp_filter", "0"), step])
+    assert ethtool.get_offloads("eth0") == before
+    assert sysctl.read("net.ipv4.conf.all.rp_filter") == "1"
+
+
+@needs_netns
+def test_ip_forward_propagation_is_undone(ns):
+    """The kernel copies ip_forward into every interface's forwarding (and its opposite into
+    all.accept_redirects); one interface forwarding on its own before keeps doing so after the undo."""
+    sysctl.write("net.ipv4.conf.eth1.forwarding", "1")  # individually, ip_forward staying 0
+    before = state()["sysctls"]
+    assert before["net.ipv4.ip_forward"] == "0" and before["net.ipv4.conf.eth1.forwarding"] == "1"
+    step = hostsetup.IpForward("1")
+    applied = hostsetup.apply([step])
+    try:
+        sc = state()["sysctls"]
+        assert {sc[f"net.ipv4.conf.{i}.forwarding"] for i in ("default", "lo", "eth0", "eth1", "eth0p")} == {"1"}
+        assert sc["net.ipv4.conf.all.accept_redirects"] == "0"
+        assert before["net.ipv4.conf.all.accept_redirects"] == "1"
+    finally:
+        applied.undo()
+    assert state()["sysctls"] == before
 
 
 @needs_netns
@@ -614,14 +427,6 @@ def test_tap_mac_and_mtu(ns):
     assert not _tap_exists("pylvs0")
 
 
-def udp_frame(dst_mac: bytes, src_mac: bytes, src: str, dst: str, sport: int, dport: int) -> bytes:
-    import dpkt
-
-    u = dpkt.udp.UDP(sport=sport, dport=dport, data=b"pylvs", ulen=8 + 5)
-    ip = dpkt.ip.IP(src=socket.inet_aton(src), dst=socket.inet_aton(dst), p=17, ttl=64, data=u)
-    return bytes(dpkt.ethernet.Ethernet(dst=dst_mac, src=src_mac, type=0x0800, data=ip))
-
-
 class Wire:
     """One end of a link as a test host sees it (the TAP's fd, or an AF_PACKET socket on a veth peer):
     answers ARP requests for ``owned`` addresses with ``mac`` while waiting for an expected frame."""
@@ -639,7 +444,7 @@ class Wire:
                 seen += 1
                 a = parse_arp(frame)
                 if a and a["op"] == 1 and a["tpa"] in self.owned:
-                    self.send(arp_frame(2, self.mac, a["tpa"], a["sha"], a["spa"]))
+                    self.send(arp_reply(self.mac, a["tpa"], a["sha"], a["spa"]))
                     continue
                 if frame[12:14] == b"\x08\x00" and match(frame):
                     return frame
@@ -682,19 +487,19 @@ def test_tap_nat_recipe_routes_both_ways(ns):
     try:
         eth0_mac, eth1_mac = _mac_of("eth0"), _mac_of("eth1")
         # client -> VIP: routed into the TAP, to pylvs's MAC (after the kernel ARPs for 198.18.255.2)
-        c_sock.send(udp_frame(eth0_mac, client_mac, "198.18.0.10", VIP, 40000, 53))
+        c_sock.send(udp_frame(client_mac, eth0_mac, "198.18.0.10", VIP, 40000, 53, b"pylvs"))
         f = pylvs.expect(lambda fr: _ip_is(fr, "198.18.0.10", VIP))
         assert f[0:6] == port.mac and f[6:12] == port.kernel_mac and f[22] == 63  # forwarded: TTL - 1
         # pylvs -> real server, still from the client's address (rp_filter off on the TAP lets it in)
-        port.send(udp_frame(port.kernel_mac, port.mac, "198.18.0.10", RIPS[0], 40000, 5353))
+        port.send(udp_frame(port.mac, port.kernel_mac, "198.18.0.10", RIPS[0], 40000, 5353, b"pylvs"))
         f = server.expect(lambda fr: _ip_is(fr, "198.18.0.10", RIPS[0]))
         assert f[0:6] == rs_mac and f[6:12] == eth1_mac
         # the real server's reply to the client: steered into the TAP by the `from RIP` rule, not to eth0
-        r_sock.send(udp_frame(eth1_mac, rs_mac, RIPS[0], "198.18.0.10", 5353, 40000))
+        r_sock.send(udp_frame(rs_mac, eth1_mac, RIPS[0], "198.18.0.10", 5353, 40000, b"pylvs"))
         f = pylvs.expect(lambda fr: _ip_is(fr, RIPS[0], "198.18.0.10"))
         assert f[0:6] == port.mac
         # pylvs's rewritten reply VIP -> client: out of eth0 to the client
-        port.send(udp_frame(port.kernel_mac, port.mac, VIP, "198.18.0.10", 53, 40000))
+        port.send(udp_frame(port.mac, port.kernel_mac, VIP, "198.18.0.10", 53, 40000, b"pylvs"))
         f = client.expect(lambda fr: _ip_is(fr, VIP, "198.18.0.10"))
         assert f[0:6] == client_mac and f[6:12] == eth0_mac
     finally:
