@@ -158,12 +158,18 @@ def run_udp(host: str, port: int, count: int, timeout: float, max_seconds: float
     ok, errors, by_server = 0, [], {}
     tag = os.urandom(4).hex()  # so a stray late answer from an earlier run is never counted
     t0 = time.monotonic()
-    for i in range(count):
-        if time.monotonic() - t0 > max_seconds:
-            break
-        payload = f"pylvs-echo {tag} {i}".encode()
-        # connect(): the kernel then accepts answers only from host:port, as a resolver would
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    # Every socket stays open until the end: a closed socket's ephemeral port may be handed out again
+    # at once, and a reused (client, port) would be the *same* UDP flow to the director (IPVS keeps UDP
+    # entries for 300 s), not a new one to schedule. Open sockets never share a port.
+    socks: list[socket.socket] = []
+    try:
+        for i in range(count):
+            if time.monotonic() - t0 > max_seconds:
+                break
+            payload = f"pylvs-echo {tag} {i}".encode()
+            # connect(): the kernel then accepts answers only from host:port, as a resolver would
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            socks.append(s)
             s.settimeout(timeout)
             try:
                 s.connect((host, port))
@@ -172,16 +178,20 @@ def run_udp(host: str, port: int, count: int, timeout: float, max_seconds: float
             except OSError as e:
                 _err(errors, i, e)
                 continue
-        name, _, rest = reply.partition(b" ")
-        if rest != payload:
-            _err(errors, i, ValueError(f"unexpected answer {reply[:80]!r}"))
-            continue
-        ok += 1
-        key = name.decode(errors="replace")
-        by_server[key] = by_server.get(key, 0) + 1
+            name, _, rest = reply.partition(b" ")
+            if rest != payload:
+                _err(errors, i, ValueError(f"unexpected answer {reply[:80]!r}"))
+                continue
+            ok += 1
+            key = name.decode(errors="replace")
+            by_server[key] = by_server.get(key, 0) + 1
+        ports = {s.getsockname()[1] for s in socks}
+    finally:
+        for s in socks:
+            s.close()
     elapsed = time.monotonic() - t0
     return {"ok": ok, "count": count, "lost": count - ok, "by_server": by_server, "errors": errors,
-            "elapsed": round(elapsed, 6)}
+            "source_ports": len(ports), "elapsed": round(elapsed, 6)}
 
 
 def main(argv: list[str] | None = None) -> int:

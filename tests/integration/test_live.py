@@ -81,7 +81,7 @@ def test_live_traffic(mode, driver, tmp_path):
         got = [http["by_server"].get(f"rs{n}", 0) for n in (1, 2, 3)]
         assert all(abs(g - w) <= 1 for g, w in zip(got, (50, 50, 100))), got
         # UDP echo round-trips; rr spreads new flows evenly (each echo is a new socket, a new flow).
-        assert udp["ok"] == 30 and udp["lost"] == 0, udp
+        assert udp["ok"] == 30 and udp["lost"] == 0 and udp["source_ports"] == 30, udp
         assert sorted(udp["by_server"].values()) in ([10, 10, 10],), udp
         # 10 MB arrives intact.
         assert bulk["ok"] and bulk["bytes"] == BULK and bulk["sha256"] == bulk["expected_sha256"], bulk
