@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from pylvs.native import checksum
+from pylvs import native
 from pylvs.core.packet import (
     ETH_P_IP, ICMP_ERROR_TYPES, IPPROTO_ICMP, IP_OFFMASK, Packet,
 )
@@ -25,7 +25,7 @@ def ipv4_header(src: bytes, dst: bytes, proto: int, payload_len: int, *, ttl: in
                 tos: int = 0, ident: int = 0, frag: int = 0) -> bytearray:
     """A 20-byte IPv4 header with its checksum filled in."""
     h = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, tos, 20 + payload_len, ident, frag, ttl, proto, 0, src, dst))
-    struct.pack_into("!H", h, 10, checksum(h))
+    struct.pack_into("!H", h, 10, native.checksum(h))
     return h
 
 
@@ -52,7 +52,7 @@ def error_frame(p: Packet, src_ip: bytes, eth_src: bytes, icmp_type: int, code: 
     orig = bytes(p.buf[p.l3:p.l3 + p.ip_len])
     quoted = orig[:MAX_ERROR_DATAGRAM - 20 - 8]
     icmp = bytearray(struct.pack("!BBHI", icmp_type, code, 0, rest)) + quoted
-    struct.pack_into("!H", icmp, 2, checksum(icmp))
+    struct.pack_into("!H", icmp, 2, native.checksum(icmp))
     ip = ipv4_header(src_ip, p.src, IPPROTO_ICMP, len(icmp), tos=ICMP_TOS, ident=ident)
     eth = p.src_mac + eth_src + struct.pack("!H", ETH_P_IP)
     return eth + bytes(ip) + bytes(icmp)
@@ -63,14 +63,14 @@ def echo_reply_frame(p: Packet, eth_src: bytes, ident: int = 0) -> bytes:
     icmp = bytearray(p.buf[p.l4:p.l3 + p.ip_len])
     icmp[0] = 0
     icmp[2:4] = b"\x00\x00"
-    struct.pack_into("!H", icmp, 2, checksum(icmp))
+    struct.pack_into("!H", icmp, 2, native.checksum(icmp))
     ip = ipv4_header(p.dst, p.src, IPPROTO_ICMP, len(icmp), ident=ident)
     return p.src_mac + eth_src + struct.pack("!H", ETH_P_IP) + bytes(ip) + bytes(icmp)
 
 
 def fix_icmp_checksum(buf: bytearray, l4: int, end: int) -> None:
     buf[l4 + 2:l4 + 4] = b"\x00\x00"
-    struct.pack_into("!H", buf, l4 + 2, checksum(memoryview(buf)[l4:end]))
+    struct.pack_into("!H", buf, l4 + 2, native.checksum(memoryview(buf)[l4:end]))
 
 
 __all__ = ["ipv4_header", "may_send_error_about", "error_frame", "echo_reply_frame", "fix_icmp_checksum"]

@@ -26,7 +26,7 @@ from pylvs.core.conntable import Conn
 from pylvs.core.packet import IP_DF, IPPROTO_IPIP, Packet
 from pylvs.core.rewrite import DST, SRC, set_addr, set_port
 from pylvs.core.icmp import ipv4_header
-from pylvs.native import checksum
+from pylvs import native
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def fragment(buf: bytearray, l3: int, mtu: int) -> list[bytearray]:
         struct.pack_into("!H", h, 2, ihl + len(chunk))
         struct.pack_into("!H", h, 6, frag)
         h[10:12] = b"\x00\x00"
-        struct.pack_into("!H", h, 10, checksum(h))
+        struct.pack_into("!H", h, 10, native.checksum(h))
         out.append(bytearray(buf[:l3]) + h + chunk)
     return out
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 
-from pylvs.native import checksum, csum_partial, csum_fold, pseudo_header_sum
+from pylvs import native
 
 ETH_HLEN = 14
 ETH_P_IP = 0x0800
@@ -85,7 +85,7 @@ def l4_checksum_ok(buf: bytearray, l3: int, l4: int, end: int, proto: int) -> bo
     src = bytes(buf[l3 + 12:l3 + 16])
     dst = bytes(buf[l3 + 16:l3 + 20])
     seg = memoryview(buf)[l4:end]
-    return csum_fold(csum_partial(seg, pseudo_header_sum(src, dst, proto, end - l4))) == 0
+    return native.csum_fold(native.csum_partial(seg, native.pseudo_header_sum(src, dst, proto, end - l4))) == 0
 
 
 def parse_ipv4(buf: bytearray, l3: int = ETH_HLEN, *, verify_l4: bool = True) -> Packet | str:
@@ -106,7 +106,7 @@ def parse_ipv4(buf: bytearray, l3: int = ETH_HLEN, *, verify_l4: bool = True) ->
     total = _u16.unpack_from(buf, l3 + 2)[0]
     if total < ihl or total > avail:
         return "ip_bad_total_length"
-    if checksum(memoryview(buf)[l3:l3 + ihl]) != 0:
+    if native.checksum(memoryview(buf)[l3:l3 + ihl]) != 0:
         return "ip_bad_checksum"
     if avail > total:
         del buf[l3 + total:]  # Ethernet padding (or trailing junk) is not ours to forward
@@ -153,7 +153,7 @@ def parse_ipv4(buf: bytearray, l3: int = ETH_HLEN, *, verify_l4: bool = True) ->
     elif proto == IPPROTO_ICMP:
         if l4len < 8:
             return "icmp_truncated"
-        if verify_l4 and checksum(memoryview(buf)[l4:end]) != 0:
+        if verify_l4 and native.checksum(memoryview(buf)[l4:end]) != 0:
             return "icmp_bad_checksum"
         p.icmp_type = buf[l4]
         p.icmp_code = buf[l4 + 1]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 
-from pylvs.native import csum_replace2, csum_replace_bytes, checksum
+from pylvs import native
 from pylvs.core.packet import IPPROTO_TCP, IPPROTO_UDP
 
 _u16 = struct.Struct("!H")
@@ -37,7 +37,7 @@ def _patch_l4(buf: bytearray, proto: int, off: int, old: bytes, new: bytes) -> N
     check = _u16.unpack_from(buf, off)[0]
     if proto == IPPROTO_UDP and check == 0:
         return  # RFC 768: zero means "no checksum"; keep it that way
-    check = csum_replace_bytes(check, old, new)
+    check = native.csum_replace_bytes(check, old, new)
     if proto == IPPROTO_UDP and check == 0:
         check = 0xFFFF  # RFC 768: a computed zero is sent as all ones
     _u16.pack_into(buf, off, check)
@@ -52,7 +52,7 @@ def set_addr(buf: bytearray, l3: int, l4: int, proto: int, field: int, new: byte
     if old == new:
         return
     buf[a:a + 4] = new
-    _u16.pack_into(buf, l3 + 10, csum_replace_bytes(_u16.unpack_from(buf, l3 + 10)[0], old, new))
+    _u16.pack_into(buf, l3 + 10, native.csum_replace_bytes(_u16.unpack_from(buf, l3 + 10)[0], old, new))
     _patch_l4(buf, proto, _l4_csum_off(proto, l4, end), old, new)
 
 
@@ -74,19 +74,19 @@ def dec_ttl(buf: bytearray, l3: int) -> None:
     proto = buf[l3 + 9]
     buf[l3 + 8] = ttl - 1
     check = _u16.unpack_from(buf, l3 + 10)[0]
-    _u16.pack_into(buf, l3 + 10, csum_replace2(check, (ttl << 8) | proto, ((ttl - 1) << 8) | proto))
+    _u16.pack_into(buf, l3 + 10, native.csum_replace2(check, (ttl << 8) | proto, ((ttl - 1) << 8) | proto))
 
 
 def set_ip_total_length(buf: bytearray, l3: int, new: int) -> None:
     old = _u16.unpack_from(buf, l3 + 2)[0]
     _u16.pack_into(buf, l3 + 2, new)
-    _u16.pack_into(buf, l3 + 10, csum_replace2(_u16.unpack_from(buf, l3 + 10)[0], old, new))
+    _u16.pack_into(buf, l3 + 10, native.csum_replace2(_u16.unpack_from(buf, l3 + 10)[0], old, new))
 
 
 def ip_header_checksum(buf: bytearray, l3: int, ihl: int) -> None:
     """Recompute an IPv4 header checksum from scratch (for built headers)."""
     buf[l3 + 10:l3 + 12] = b"\x00\x00"
-    _u16.pack_into(buf, l3 + 10, checksum(memoryview(buf)[l3:l3 + ihl]))
+    _u16.pack_into(buf, l3 + 10, native.checksum(memoryview(buf)[l3:l3 + ihl]))
 
 
 def set_macs(buf: bytearray, dst: bytes, src: bytes) -> None:

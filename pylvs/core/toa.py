@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 
-from pylvs.native import checksum, csum_replace2, pseudo_header_sum
+from pylvs import native
 from pylvs.core.packet import IPPROTO_TCP, Packet, iter_tcp_options
 from pylvs.core.rewrite import set_ip_total_length
 
@@ -35,8 +35,8 @@ def fix_tcp_checksum(buf: bytearray, l3: int, l4: int, end: int) -> None:
     buf[l4 + 16:l4 + 18] = b"\x00\x00"
     src = bytes(buf[l3 + 12:l3 + 16])
     dst = bytes(buf[l3 + 16:l3 + 20])
-    s = pseudo_header_sum(src, dst, IPPROTO_TCP, end - l4)
-    _u16.pack_into(buf, l4 + 16, checksum(memoryview(buf)[l4:end], s))
+    s = native.pseudo_header_sum(src, dst, IPPROTO_TCP, end - l4)
+    _u16.pack_into(buf, l4 + 16, native.checksum(memoryview(buf)[l4:end], s))
 
 
 #: Lengths an RS-side TOA module accepts (IPv4, IPv6).  Other options of the
@@ -119,7 +119,7 @@ def clamp_mss(p: Packet, delta: int) -> bool:
                 fix_tcp_checksum(buf, p.l3, p.l4, p.l3 + p.ip_len)
             else:
                 c = _u16.unpack_from(buf, p.l4 + 16)[0]
-                _u16.pack_into(buf, p.l4 + 16, csum_replace2(c, old, new))
+                _u16.pack_into(buf, p.l4 + 16, native.csum_replace2(c, old, new))
             return True
     return False
 

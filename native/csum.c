@@ -1,0 +1,95 @@
+/* Internet checksum (RFC 1071) with RFC 1624 incremental updates, and SipHash.
+ * Twins: pylvs/_pure/checksum.py, pylvs/_pure/siphash.py. */
+#include <string.h>
+#include "pylvs_native.h"
+
+uint64_t pn_csum_partial(const uint8_t *d, size_t n, uint64_t s)
+{
+    /* Big-endian 16-bit words summed into 64 bits: no carry is lost before a fold (RFC 1071 §4.1). An
+     * odd last byte is the high half of a zero-padded word. */
+    size_t i = 0;
+    uint64_t acc = 0;
+    for (; i + 8 <= n; i += 8) {
+        acc += ((uint32_t)d[i] << 8 | d[i + 1]) + ((uint32_t)d[i + 2] << 8 | d[i + 3]) +
+               ((uint32_t)d[i + 4] << 8 | d[i + 5]) + ((uint32_t)d[i + 6] << 8 | d[i + 7]);
+    }
+    for (; i + 2 <= n; i += 2)
+        acc += (uint32_t)d[i] << 8 | d[i + 1];
+    if (i < n)
+        acc += (uint32_t)d[i] << 8;
+    return s + acc;
+}
+
+uint16_t pn_fold16(uint64_t s)
+{
+    while (s >> 16)
+        s = (s & 0xFFFF) + (s >> 16);
+    return (uint16_t)s;
+}
+
+uint16_t pn_csum_fold(uint64_t s) { return (uint16_t)~pn_fold16(s); }
+
+/* RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'). */
+uint16_t pn_csum_replace2(uint16_t check, uint16_t old, uint16_t new_)
+{
+    uint64_t s = (uint16_t)~check + (uint16_t)~old + (uint64_t) new_;
+    return (uint16_t)~pn_fold16(s);
+}
+
+uint16_t pn_csum_replace4(uint16_t check, uint32_t old, uint32_t new_)
+{
+    uint64_t s = (uint16_t)~check + (uint16_t)~(old >> 16) + (uint16_t)~old + (new_ >> 16) + (new_ & 0xFFFF);
+    return (uint16_t)~pn_fold16(s);
+}
+
+uint16_t pn_csum_replace_bytes(uint16_t check, const uint8_t *old, const uint8_t *new_, size_t len)
+{
+    uint64_t s = (uint16_t)~check + (uint16_t)~pn_fold16(pn_csum_partial(old, len, 0)) +
+                 pn_csum_partial(new_, len, 0);
+    return (uint16_t)~pn_fold16(s);
+}
+
+/* ---------------------------------------------------------------- SipHash-c-d, the reference algorithm */
+
+#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                                                           \
+    do {                                                                                                   \
+        v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);                                         \
+        v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                                                            \
+        v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                                                            \
+        v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);                                         \
+    } while (0)
+
+static uint64_t le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+uint64_t pn_siphash(const uint8_t key[16], const uint8_t *in, size_t len, int c_rounds, int d_rounds)
+{
+    uint64_t k0 = le64(key), k1 = le64(key + 8);
+    uint64_t v0 = 0x736f6d6570736575ULL ^ k0, v1 = 0x646f72616e646f6dULL ^ k1;
+    uint64_t v2 = 0x6c7967656e657261ULL ^ k0, v3 = 0x7465646279746573ULL ^ k1;
+    size_t end = len - (len % 8);
+    for (size_t i = 0; i < end; i += 8) {
+        uint64_t m = le64(in + i);
+        v3 ^= m;
+        for (int r = 0; r < c_rounds; r++)
+            SIPROUND;
+        v0 ^= m;
+    }
+    uint64_t b = ((uint64_t)len) << 56;
+    for (size_t i = 0; i < len % 8; i++)
+        b |= (uint64_t)in[end + i] << (8 * i);
+    v3 ^= b;
+    for (int r = 0; r < c_rounds; r++)
+        SIPROUND;
+    v0 ^= b;
+    v2 ^= 0xff;
+    for (int r = 0; r < d_rounds; r++)
+        SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}

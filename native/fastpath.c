@@ -1,0 +1,238 @@
+/* The established-flow fast path: a batch of frames in one buffer, each looked up and rewritten in place
+ * the way the slow path (pylvs/core/pipeline.py) would, for the packets whose outcome it has already
+ * decided: a flow marked FAST (TCP in ESTABLISHED with its TOA done, or UDP), a segment that changes no
+ * state (ACK set; SYN, FIN, RST clear: IPVS's tables keep ESTABLISHED there in all three directions), a
+ * TTL above 1, a size within the egress MTU.  Anything else is punted, untouched, with a reason.
+ *
+ * The edits replay the slow path's own sequence (TTL, then addresses and ports field by field, each
+ * patching the checksums per RFC 1624 and skipped when unchanged), so the output is byte-identical to it;
+ * tests/property/test_fastpath_equiv.py checks exactly that.  Twin: pylvs/_pure/flowtable.py. */
+#include <string.h>
+#include "pylvs_native.h"
+
+#define ETH_HLEN 14
+#define TH_FIN 0x01
+#define TH_SYN 0x02
+#define TH_RST 0x04
+#define TH_ACK 0x10
+
+static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
+
+/* Patch the L4 checksum at csum for a changed run of bytes: UDP's 0 means "none" and stays 0, a computed
+ * UDP 0 is sent as 0xFFFF (RFC 768). */
+static void patch_l4(uint8_t *csum, int udp, const uint8_t *old, const uint8_t *new_, size_t n)
+{
+    uint16_t c = rd16(csum);
+    if (udp && c == 0)
+        return;
+    c = pn_csum_replace_bytes(c, old, new_, n);
+    if (udp && c == 0)
+        c = 0xFFFF;
+    wr16(csum, c);
+}
+
+static void set_addr(uint8_t *ip, uint8_t *l4csum, int udp, int field, uint32_t addr)
+{
+    uint8_t old[4];
+    memcpy(old, ip + field, 4);
+    if (memcmp(old, &addr, 4) == 0)
+        return;
+    memcpy(ip + field, &addr, 4);
+    wr16(ip + 10, pn_csum_replace_bytes(rd16(ip + 10), old, (const uint8_t *)&addr, 4));
+    patch_l4(l4csum, udp, old, (const uint8_t *)&addr, 4);
+}
+
+static void set_port(uint8_t *port, uint8_t *l4csum, int udp, uint16_t value)
+{
+    uint8_t old[2];
+    memcpy(old, port, 2);
+    if (memcmp(old, &value, 2) == 0)
+        return;
+    memcpy(port, &value, 2);
+    patch_l4(l4csum, udp, old, (const uint8_t *)&value, 2);
+}
+
+/* The TCP options up to the first EOL or malformed one (where a receiver stops too): is kind there? */
+static int has_option(const uint8_t *opt, size_t len, uint8_t kind)
+{
+    size_t i = 0;
+    while (i < len) {
+        uint8_t k = opt[i];
+        if (k == 0)
+            return 0;
+        if (k == 1) {
+            i++;
+            continue;
+        }
+        if (i + 1 >= len)
+            return 0;
+        uint8_t l = opt[i + 1];
+        if (l < 2 || i + l > len)
+            return 0;
+        if (k == kind)
+            return 1;
+        i += l;
+    }
+    return 0;
+}
+
+static int one(pn_table *t, uint8_t *buf, size_t buflen, pn_desc *d, int ifindex, double now)
+{
+    const pn_iface *in = &t->ifaces[ifindex];
+    if ((size_t)d->off > buflen || (size_t)d->len > buflen - d->off)
+        return PN_PUNT_MALFORMED;
+    uint8_t *f = buf + d->off;
+    size_t len = d->len;
+    if (len < ETH_HLEN || memcmp(f, in->mac, 6) != 0 || f[12] != 0x08 || f[13] != 0x00)
+        return PN_PUNT_NOT_IPV4;
+    uint8_t *ip = f + ETH_HLEN;
+    size_t avail = len - ETH_HLEN;
+    if (avail < 20 || ip[0] >> 4 != 4 || (ip[0] & 0x0F) < 5)
+        return PN_PUNT_MALFORMED;
+    if ((ip[0] & 0x0F) != 5)
+        return PN_PUNT_IP_OPTIONS;
+    size_t total = rd16(ip + 2);
+    if (total < 20 || total > avail || pn_csum_fold(pn_csum_partial(ip, 20, 0)) != 0)
+        return PN_PUNT_MALFORMED;
+    if (rd16(ip + 6) & 0x3FFF)
+        return PN_PUNT_FRAGMENT;
+    uint8_t proto = ip[9];
+    uint8_t *l4 = ip + 20;
+    size_t l4len = total - 20;
+    int udp = proto == 17;
+    uint8_t *csum;
+    uint8_t flags = 0;
+    size_t doff = 0;
+    /* The pseudo-header (RFC 793 §3.1): addresses, protocol, L4 length. */
+    uint64_t pseudo = pn_csum_partial(ip + 12, 8, 0) + proto + l4len;
+    if (proto == 6) {
+        if (l4len < 20)
+            return PN_PUNT_MALFORMED;
+        doff = (size_t)(l4[12] >> 4) * 4;
+        if (doff < 20 || doff > l4len || pn_csum_fold(pn_csum_partial(l4, l4len, pseudo)) != 0)
+            return PN_PUNT_MALFORMED;
+        flags = l4[13];
+        csum = l4 + 16;
+    } else if (udp) {
+        if (l4len < 8 || rd16(l4 + 4) != l4len)
+            return PN_PUNT_MALFORMED;
+        if (rd16(l4 + 6) != 0 && pn_csum_fold(pn_csum_partial(l4, l4len, pseudo)) != 0)
+            return PN_PUNT_MALFORMED;
+        csum = l4 + 6;
+    } else {
+        return PN_PUNT_PROTO;
+    }
+    uint32_t src, dst;
+    uint16_t sport, dport;
+    memcpy(&src, ip + 12, 4);
+    memcpy(&dst, ip + 16, 4);
+    memcpy(&sport, l4, 2);
+    memcpy(&dport, l4 + 2, 2);
+    int64_t link = pn_lookup(t, proto, src, sport, dst, dport);
+    if (link < 0)
+        return PN_PUNT_NO_FLOW;
+    pn_entry *e = &t->e[link >> 1];
+    int dir = (int)(link & 1);
+    if (!(e->flags & PN_F_FAST))
+        return PN_PUNT_NOT_FAST;
+    if (e->expires <= now)
+        return PN_PUNT_EXPIRED;
+    if (proto == 6 && ((flags & (TH_SYN | TH_FIN | TH_RST)) || !(flags & TH_ACK)))
+        return PN_PUNT_TCP_FLAGS;
+    int routed = e->mode != PN_DR;
+    int egress = dir == PN_DIR_IN ? e->out_if : e->in_if;
+    if (egress >= PN_MAX_IFACES || !t->ifaces[egress].used)
+        return PN_PUNT_IFACE;
+    const pn_iface *out = &t->ifaces[egress];
+    if (routed && ip[8] <= 1)
+        return PN_PUNT_TTL;
+    int encap = dir == PN_DIR_IN && e->mode == PN_TUN;
+    if ((int64_t)total > (int64_t)out->mtu - (encap ? 20 : 0))
+        return PN_PUNT_MTU;
+    if (dir == PN_DIR_IN && e->mode == PN_FULLNAT && proto == 6 && e->toa_kind &&
+        has_option(l4 + 20, doff - 20, e->toa_kind))
+        return PN_PUNT_TOA;
+    if (encap && d->off < 20)
+        return PN_PUNT_HEADROOM;
+
+    /* Decided: forward.  From here on the frame is edited. */
+    e->expires = now + (proto == 6 ? t->tcp_timeout : t->udp_timeout);
+    pn_counters *c = &t->dests[e->dest_id < t->ndests ? e->dest_id : 0];
+    if (dir == PN_DIR_IN) {
+        c->pkts_in++;
+        c->bytes_in += total;
+    } else {
+        c->pkts_out++;
+        c->bytes_out += total;
+    }
+    if (routed) {
+        /* TTL − 1; the checksummed word is TTL|protocol (RFC 1624). */
+        uint16_t w = rd16(ip + 8);
+        ip[8]--;
+        wr16(ip + 10, pn_csum_replace2(rd16(ip + 10), w, (uint16_t)(w - 0x100)));
+    }
+    if (dir == PN_DIR_IN) {
+        if (e->mode == PN_FULLNAT) {
+            set_addr(ip, csum, udp, 12, e->laddr);
+            set_port(l4, csum, udp, e->lport);
+        }
+        if (e->mode == PN_NAT || e->mode == PN_FULLNAT) {
+            set_addr(ip, csum, udp, 16, e->daddr);
+            set_port(l4 + 2, csum, udp, e->dport);
+        }
+    } else {
+        set_addr(ip, csum, udp, 12, e->vaddr);
+        set_port(l4, csum, udp, e->vport);
+        if (e->mode == PN_FULLNAT) {
+            set_addr(ip, csum, udp, 16, e->caddr);
+            set_port(l4 + 2, csum, udp, e->cport);
+        }
+    }
+    len = ETH_HLEN + total; /* Ethernet padding is not ours to forward (RFC 894) */
+    if (encap) {
+        /* IP-in-IP (RFC 2003) as IPVS builds it: TOS, TTL and DF copied from the inner header, ID = inner ID. */
+        uint8_t *nf = f - 20;
+        memmove(nf, f, ETH_HLEN);
+        uint8_t *o = nf + ETH_HLEN;
+        o[0] = 0x45;
+        o[1] = ip[1];
+        wr16(o + 2, (uint16_t)(total + 20));
+        memcpy(o + 4, ip + 4, 2);
+        wr16(o + 6, rd16(ip + 6) & 0x4000);
+        o[8] = ip[8];
+        o[9] = 4;
+        o[10] = o[11] = 0;
+        memcpy(o + 12, &out->addr, 4);
+        memcpy(o + 16, &e->daddr, 4);
+        wr16(o + 10, pn_csum_fold(pn_csum_partial(o, 20, 0)));
+        f = nf;
+        d->off -= 20;
+        len += 20;
+    }
+    memcpy(f, dir == PN_DIR_IN ? e->rs_mac : e->client_mac, 6);
+    memcpy(f + 6, out->mac, 6);
+    d->len = (uint32_t)len;
+    d->verdict = (int16_t)egress;
+    return -1;
+}
+
+uint32_t pn_process(pn_table *t, uint8_t *buf, size_t buflen, pn_desc *desc, uint32_t n, int ifindex, double now)
+{
+    uint32_t punts = 0;
+    int ok_if = ifindex >= 0 && ifindex < PN_MAX_IFACES && t->ifaces[ifindex].used;
+    for (uint32_t i = 0; i < n; i++) {
+        pn_desc *d = &desc[i];
+        int r = ok_if ? one(t, buf, buflen, d, ifindex, now) : PN_PUNT_IFACE;
+        if (r < 0) {
+            d->reason = 0;
+            t->forwarded++;
+        } else {
+            d->verdict = -1;
+            d->reason = (uint16_t)r;
+            t->punts[r]++;
+            punts++;
+        }
+    }
+    return punts;
+}

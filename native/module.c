@@ -1,0 +1,554 @@
+/* pylvs._native: the Python face of the C core (csum.c, flowtab.c, fastpath.c).
+ * Each function here has a pure-Python twin of the same name and signature in pylvs/_pure/. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <arpa/inet.h>
+#include "pylvs_native.h"
+
+/* ---------------------------------------------------------------- checksums */
+
+static PyObject *py_csum_partial(PyObject *self, PyObject *args)
+{
+    Py_buffer b;
+    unsigned long long initial = 0;
+    if (!PyArg_ParseTuple(args, "y*|K", &b, &initial))
+        return NULL;
+    uint64_t s = pn_csum_partial(b.buf, (size_t)b.len, initial);
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLongLong(s);
+}
+
+static PyObject *py_checksum(PyObject *self, PyObject *args)
+{
+    Py_buffer b;
+    unsigned long long initial = 0;
+    if (!PyArg_ParseTuple(args, "y*|K", &b, &initial))
+        return NULL;
+    uint16_t c = pn_csum_fold(pn_csum_partial(b.buf, (size_t)b.len, initial));
+    PyBuffer_Release(&b);
+    return PyLong_FromLong(c);
+}
+
+static PyObject *py_csum_fold(PyObject *self, PyObject *arg)
+{
+    unsigned long long s = PyLong_AsUnsignedLongLong(arg);
+    if (s == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    return PyLong_FromLong(pn_csum_fold(s));
+}
+
+static PyObject *py_pseudo_header_sum(PyObject *self, PyObject *args)
+{
+    Py_buffer a, b;
+    unsigned int proto, length;
+    if (!PyArg_ParseTuple(args, "y*y*II", &a, &b, &proto, &length))
+        return NULL;
+    uint64_t s = pn_csum_partial(a.buf, (size_t)a.len, 0) + pn_csum_partial(b.buf, (size_t)b.len, 0) + proto + length;
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLongLong(s);
+}
+
+static PyObject *py_csum_replace2(PyObject *self, PyObject *args)
+{
+    unsigned int c, o, n;
+    if (!PyArg_ParseTuple(args, "III", &c, &o, &n))
+        return NULL;
+    return PyLong_FromLong(pn_csum_replace2((uint16_t)c, (uint16_t)o, (uint16_t)n));
+}
+
+static PyObject *py_csum_replace4(PyObject *self, PyObject *args)
+{
+    unsigned int c;
+    unsigned long o, n;
+    if (!PyArg_ParseTuple(args, "Ikk", &c, &o, &n))
+        return NULL;
+    return PyLong_FromLong(pn_csum_replace4((uint16_t)c, (uint32_t)o, (uint32_t)n));
+}
+
+static PyObject *py_csum_replace_bytes(PyObject *self, PyObject *args)
+{
+    unsigned int c;
+    Py_buffer o, n;
+    if (!PyArg_ParseTuple(args, "Iy*y*", &c, &o, &n))
+        return NULL;
+    PyObject *r = NULL;
+    if (o.len != n.len || o.len % 2)
+        PyErr_SetString(PyExc_ValueError, "old and new must have the same even length");
+    else
+        r = PyLong_FromLong(pn_csum_replace_bytes((uint16_t)c, o.buf, n.buf, (size_t)o.len));
+    PyBuffer_Release(&o);
+    PyBuffer_Release(&n);
+    return r;
+}
+
+static PyObject *siphash_cd(PyObject *args, int c, int d)
+{
+    Py_buffer k, m;
+    if (!PyArg_ParseTuple(args, "y*y*", &k, &m))
+        return NULL;
+    PyObject *r = NULL;
+    if (k.len != 16)
+        PyErr_SetString(PyExc_ValueError, "the key must be 16 bytes");
+    else
+        r = PyLong_FromUnsignedLongLong(pn_siphash(k.buf, m.buf, (size_t)m.len, c, d));
+    PyBuffer_Release(&k);
+    PyBuffer_Release(&m);
+    return r;
+}
+
+static PyObject *py_siphash13(PyObject *self, PyObject *args) { return siphash_cd(args, 1, 3); }
+static PyObject *py_siphash24(PyObject *self, PyObject *args) { return siphash_cd(args, 2, 4); }
+
+/* ---------------------------------------------------------------- FlowTable */
+
+static const char *PUNT_NAMES[PN_PUNT_NREASONS] = {
+    "not_ipv4", "malformed", "ip_options", "fragment", "protocol", "no_flow", "not_fast",
+    "expired", "tcp_flags", "ttl", "mtu", "toa", "headroom", "interface",
+};
+
+typedef struct {
+    PyObject_HEAD
+    pn_table t;
+    int ready;
+} FlowTable;
+
+static int get_addr(PyObject *o, uint32_t *out)
+{
+    Py_buffer b;
+    if (PyObject_GetBuffer(o, &b, PyBUF_SIMPLE) < 0)
+        return -1;
+    int ok = b.len == 4;
+    if (ok)
+        memcpy(out, b.buf, 4);
+    PyBuffer_Release(&b);
+    if (!ok)
+        PyErr_SetString(PyExc_ValueError, "an IPv4 address must be 4 bytes");
+    return ok ? 0 : -1;
+}
+
+static int get_port(PyObject *o, uint16_t *out)
+{
+    long v = PyLong_AsLong(o);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (v < 0 || v > 65535) {
+        PyErr_SetString(PyExc_ValueError, "a port must be 0..65535");
+        return -1;
+    }
+    *out = htons((uint16_t)v);
+    return 0;
+}
+
+static int get_mac(PyObject *o, uint8_t *out)
+{
+    Py_buffer b;
+    if (PyObject_GetBuffer(o, &b, PyBUF_SIMPLE) < 0)
+        return -1;
+    int ok = b.len == 6;
+    if (ok)
+        memcpy(out, b.buf, 6);
+    PyBuffer_Release(&b);
+    if (!ok)
+        PyErr_SetString(PyExc_ValueError, "a MAC address must be 6 bytes");
+    return ok ? 0 : -1;
+}
+
+static int check_slot(FlowTable *s, Py_ssize_t slot)
+{
+    if (slot < 0 || (size_t)slot >= s->t.hw || !(s->t.e[slot].flags & PN_F_USED)) {
+        PyErr_Format(PyExc_KeyError, "no flow in slot %zd", slot);
+        return -1;
+    }
+    return 0;
+}
+
+static int FT_init(FlowTable *s, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"capacity", "key", "dests", NULL};
+    long long capacity;
+    PyObject *key = Py_None;
+    long long dests = 4096;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "L|OL", kwlist, &capacity, &key, &dests))
+        return -1;
+    uint8_t k[16];
+    if (key == Py_None) {
+        PyObject *urandom = PyImport_ImportModule("os");
+        if (!urandom)
+            return -1;
+        PyObject *r = PyObject_CallMethod(urandom, "urandom", "i", 16);
+        Py_DECREF(urandom);
+        if (!r)
+            return -1;
+        memcpy(k, PyBytes_AS_STRING(r), 16);
+        Py_DECREF(r);
+    } else {
+        Py_buffer b;
+        if (PyObject_GetBuffer(key, &b, PyBUF_SIMPLE) < 0)
+            return -1;
+        int ok = b.len == 16;
+        if (ok)
+            memcpy(k, b.buf, 16);
+        PyBuffer_Release(&b);
+        if (!ok) {
+            PyErr_SetString(PyExc_ValueError, "key must be 16 bytes");
+            return -1;
+        }
+    }
+    if (capacity < 1 || capacity > (1 << 30) || dests < 1 || dests > 65536) {
+        PyErr_SetString(PyExc_ValueError, "capacity must be 1..2**30 and dests 1..65536");
+        return -1;
+    }
+    if (s->ready)
+        pn_table_free(&s->t);
+    s->ready = 0;
+    if (pn_table_init(&s->t, (uint32_t)capacity, k, (uint32_t)dests) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    s->ready = 1;
+    return 0;
+}
+
+static void FT_dealloc(FlowTable *s)
+{
+    if (s->ready)
+        pn_table_free(&s->t);
+    Py_TYPE(s)->tp_free((PyObject *)s);
+}
+
+static Py_ssize_t FT_len(FlowTable *s) { return s->t.count; }
+
+static PyObject *FT_capacity(FlowTable *s, void *c) { return PyLong_FromUnsignedLong(s->t.capacity); }
+static PyObject *FT_key(FlowTable *s, void *c) { return PyBytes_FromStringAndSize((char *)s->t.key, 16); }
+
+static PyObject *FT_memory_bytes(FlowTable *s, PyObject *unused)
+{
+    return PyLong_FromSize_t(pn_table_memory(&s->t));
+}
+
+static PyObject *FT_set_interface(FlowTable *s, PyObject *args)
+{
+    int index;
+    PyObject *mac, *addr;
+    unsigned int mtu;
+    if (!PyArg_ParseTuple(args, "iOOI", &index, &mac, &addr, &mtu))
+        return NULL;
+    if (index < 0 || index >= PN_MAX_IFACES) {
+        PyErr_Format(PyExc_ValueError, "interface index must be 0..%d", PN_MAX_IFACES - 1);
+        return NULL;
+    }
+    pn_iface *i = &s->t.ifaces[index];
+    if (get_mac(mac, i->mac) < 0 || get_addr(addr, &i->addr) < 0)
+        return NULL;
+    i->mtu = mtu;
+    i->used = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *FT_set_timeouts(FlowTable *s, PyObject *args)
+{
+    double tcp, udp;
+    if (!PyArg_ParseTuple(args, "dd", &tcp, &udp))
+        return NULL;
+    s->t.tcp_timeout = tcp;
+    s->t.udp_timeout = udp;
+    Py_RETURN_NONE;
+}
+
+static int parse_key(PyObject *args, uint8_t *proto, uint32_t *a, uint16_t *ap, uint32_t *b, uint16_t *bp)
+{
+    unsigned char pr;
+    PyObject *oa, *oap, *ob, *obp;
+    if (!PyArg_ParseTuple(args, "bOOOO", &pr, &oa, &oap, &ob, &obp))
+        return -1;
+    *proto = pr;
+    if (get_addr(oa, a) < 0 || get_port(oap, ap) < 0 || get_addr(ob, b) < 0 || get_port(obp, bp) < 0)
+        return -1;
+    return 0;
+}
+
+static PyObject *FT_hash(FlowTable *s, PyObject *args)
+{
+    uint8_t proto;
+    uint32_t a, b;
+    uint16_t ap, bp;
+    if (parse_key(args, &proto, &a, &ap, &b, &bp) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(pn_key_hash(&s->t, proto, a, ap, b, bp));
+}
+
+static PyObject *FT_lookup(FlowTable *s, PyObject *args)
+{
+    uint8_t proto;
+    uint32_t a, b;
+    uint16_t ap, bp;
+    if (parse_key(args, &proto, &a, &ap, &b, &bp) < 0)
+        return NULL;
+    return PyLong_FromLongLong(pn_lookup(&s->t, proto, a, ap, b, bp));
+}
+
+static PyObject *FT_insert(FlowTable *s, PyObject *args)
+{
+    unsigned char proto, mode;
+    PyObject *ca, *cp, *va, *vp, *la, *lp, *da, *dp;
+    int has_out;
+    double expires;
+    if (!PyArg_ParseTuple(args, "bOOOOOOOObpd", &proto, &ca, &cp, &va, &vp, &la, &lp, &da, &dp, &mode, &has_out,
+                          &expires))
+        return NULL;
+    uint32_t caddr, vaddr, laddr, daddr;
+    uint16_t cport, vport, lport, dport;
+    if (get_addr(ca, &caddr) < 0 || get_port(cp, &cport) < 0 || get_addr(va, &vaddr) < 0 ||
+        get_port(vp, &vport) < 0 || get_addr(la, &laddr) < 0 || get_port(lp, &lport) < 0 ||
+        get_addr(da, &daddr) < 0 || get_port(dp, &dport) < 0)
+        return NULL;
+    int64_t r = pn_insert(&s->t, proto, caddr, cport, vaddr, vport, laddr, lport, daddr, dport, mode, has_out,
+                          expires);
+    if (r == -3) {
+        PyErr_SetString(PyExc_ValueError, "mode must be 0..3 (nat, dr, tun, fullnat)");
+        return NULL;
+    }
+    return PyLong_FromLongLong(r);
+}
+
+static PyObject *FT_remove(FlowTable *s, PyObject *arg)
+{
+    Py_ssize_t slot = PyLong_AsSsize_t(arg);
+    if (slot == -1 && PyErr_Occurred())
+        return NULL;
+    if (slot < 0 || (size_t)slot >= s->t.hw)
+        Py_RETURN_FALSE;
+    return PyBool_FromLong(pn_remove(&s->t, (uint32_t)slot));
+}
+
+static PyObject *mac_bytes(const uint8_t *m) { return PyBytes_FromStringAndSize((const char *)m, 6); }
+static PyObject *addr_bytes(uint32_t a) { return PyBytes_FromStringAndSize((const char *)&a, 4); }
+
+static PyObject *FT_get(FlowTable *s, PyObject *arg)
+{
+    Py_ssize_t slot = PyLong_AsSsize_t(arg);
+    if (slot == -1 && PyErr_Occurred())
+        return NULL;
+    if (check_slot(s, slot) < 0)
+        return NULL;
+    pn_entry *e = &s->t.e[slot];
+    return Py_BuildValue(
+        "{sisNsisNsisNsisNsisisisisdsisisNsNsisi}", "proto", e->proto, "caddr", addr_bytes(e->caddr), "cport",
+        ntohs(e->cport), "vaddr", addr_bytes(e->vaddr), "vport", ntohs(e->vport), "laddr", addr_bytes(e->laddr),
+        "lport", ntohs(e->lport), "daddr", addr_bytes(e->daddr), "dport", ntohs(e->dport), "mode", e->mode,
+        "has_out", !!(e->flags & PN_F_HAS_OUT), "fast", !!(e->flags & PN_F_FAST), "expires", e->expires, "in_if",
+        e->in_if, "out_if", e->out_if, "client_mac", mac_bytes(e->client_mac), "rs_mac", mac_bytes(e->rs_mac),
+        "dest_id", e->dest_id, "toa_kind", e->toa_kind);
+}
+
+static PyObject *FT_set_fast(FlowTable *s, PyObject *args)
+{
+    Py_ssize_t slot;
+    int in_if, out_if, dest_id, toa_kind;
+    PyObject *cmac, *rmac;
+    if (!PyArg_ParseTuple(args, "niOiOii", &slot, &in_if, &cmac, &out_if, &rmac, &dest_id, &toa_kind))
+        return NULL;
+    if (check_slot(s, slot) < 0)
+        return NULL;
+    if (in_if < 0 || in_if >= PN_MAX_IFACES || out_if < 0 || out_if >= PN_MAX_IFACES || dest_id < 0 ||
+        (uint32_t)dest_id >= s->t.ndests || toa_kind < 0 || toa_kind > 255) {
+        PyErr_SetString(PyExc_ValueError, "interface, dest_id or toa_kind out of range");
+        return NULL;
+    }
+    pn_entry *e = &s->t.e[slot];
+    if (get_mac(cmac, e->client_mac) < 0 || get_mac(rmac, e->rs_mac) < 0)
+        return NULL;
+    e->in_if = (uint8_t)in_if;
+    e->out_if = (uint8_t)out_if;
+    e->dest_id = (uint16_t)dest_id;
+    e->toa_kind = (uint8_t)toa_kind;
+    e->flags |= PN_F_FAST;
+    Py_RETURN_NONE;
+}
+
+static PyObject *FT_clear_fast(FlowTable *s, PyObject *arg)
+{
+    Py_ssize_t slot = PyLong_AsSsize_t(arg);
+    if (slot == -1 && PyErr_Occurred())
+        return NULL;
+    if (check_slot(s, slot) < 0)
+        return NULL;
+    s->t.e[slot].flags &= (uint8_t)~PN_F_FAST;
+    Py_RETURN_NONE;
+}
+
+static PyObject *FT_expires(FlowTable *s, PyObject *arg)
+{
+    Py_ssize_t slot = PyLong_AsSsize_t(arg);
+    if (slot == -1 && PyErr_Occurred())
+        return NULL;
+    if (check_slot(s, slot) < 0)
+        return NULL;
+    return PyFloat_FromDouble(s->t.e[slot].expires);
+}
+
+static PyObject *FT_set_expires(FlowTable *s, PyObject *args)
+{
+    Py_ssize_t slot;
+    double t;
+    if (!PyArg_ParseTuple(args, "nd", &slot, &t))
+        return NULL;
+    if (check_slot(s, slot) < 0)
+        return NULL;
+    s->t.e[slot].expires = t;
+    Py_RETURN_NONE;
+}
+
+static PyObject *FT_expire(FlowTable *s, PyObject *args)
+{
+    double now;
+    unsigned long budget = 0xFFFFFFFFul;
+    if (!PyArg_ParseTuple(args, "d|k", &now, &budget))
+        return NULL;
+    uint32_t cap = budget < s->t.hw ? (uint32_t)budget : s->t.hw;
+    uint32_t *out = PyMem_Malloc(((size_t)cap + 1) * sizeof(uint32_t));
+    if (!out)
+        return PyErr_NoMemory();
+    uint32_t n = pn_expire(&s->t, now, cap, out);
+    PyObject *l = PyList_New(n);
+    for (uint32_t i = 0; l && i < n; i++)
+        PyList_SET_ITEM(l, i, PyLong_FromUnsignedLong(out[i]));
+    PyMem_Free(out);
+    return l;
+}
+
+static PyObject *FT_dest_counters(FlowTable *s, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"dest_id", "reset", NULL};
+    int id, reset = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "i|p", kwlist, &id, &reset))
+        return NULL;
+    if (id < 0 || (uint32_t)id >= s->t.ndests) {
+        PyErr_SetString(PyExc_ValueError, "dest_id out of range");
+        return NULL;
+    }
+    pn_counters *c = &s->t.dests[id];
+    PyObject *r = Py_BuildValue("(KKKK)", (unsigned long long)c->pkts_in, (unsigned long long)c->pkts_out,
+                                (unsigned long long)c->bytes_in, (unsigned long long)c->bytes_out);
+    if (reset)
+        memset(c, 0, sizeof(*c));
+    return r;
+}
+
+static PyObject *FT_process(FlowTable *s, PyObject *args)
+{
+    Py_buffer buf, desc;
+    Py_ssize_t n;
+    int ifindex;
+    double now;
+    if (!PyArg_ParseTuple(args, "w*w*nid", &buf, &desc, &n, &ifindex, &now))
+        return NULL;
+    PyObject *r = NULL;
+    if (n < 0 || (size_t)desc.len < (size_t)n * sizeof(pn_desc))
+        PyErr_SetString(PyExc_ValueError, "desc holds fewer than n descriptors");
+    else
+        r = PyLong_FromUnsignedLong(
+            pn_process(&s->t, buf.buf, (size_t)buf.len, (pn_desc *)desc.buf, (uint32_t)n, ifindex, now));
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&desc);
+    return r;
+}
+
+static PyObject *FT_stats(FlowTable *s, PyObject *unused)
+{
+    PyObject *d = PyDict_New();
+    if (!d)
+        return NULL;
+    PyObject *v = PyLong_FromUnsignedLongLong(s->t.forwarded);
+    if (!v || PyDict_SetItemString(d, "forwarded", v) < 0)
+        goto fail;
+    Py_DECREF(v);
+    for (int i = 0; i < PN_PUNT_NREASONS; i++) {
+        char name[64];
+        snprintf(name, sizeof(name), "punt_%s", PUNT_NAMES[i]);
+        v = PyLong_FromUnsignedLongLong(s->t.punts[i]);
+        if (!v || PyDict_SetItemString(d, name, v) < 0)
+            goto fail;
+        Py_DECREF(v);
+    }
+    return d;
+fail:
+    Py_XDECREF(v);
+    Py_DECREF(d);
+    return NULL;
+}
+
+static PyMethodDef FT_methods[] = {
+    {"memory_bytes", (PyCFunction)FT_memory_bytes, METH_NOARGS, "Bytes allocated for the table."},
+    {"set_interface", (PyCFunction)FT_set_interface, METH_VARARGS, "set_interface(index, mac, addr, mtu)"},
+    {"set_timeouts", (PyCFunction)FT_set_timeouts, METH_VARARGS, "set_timeouts(tcp_established, udp)"},
+    {"hash", (PyCFunction)FT_hash, METH_VARARGS, "hash(proto, a, aport, b, bport): the keyed SipHash-1-3"},
+    {"insert", (PyCFunction)FT_insert, METH_VARARGS, "insert(...) -> slot, -1 full, -2 key in use"},
+    {"lookup", (PyCFunction)FT_lookup, METH_VARARGS, "lookup(proto, src, sport, dst, dport) -> slot<<1|dir or -1"},
+    {"remove", (PyCFunction)FT_remove, METH_O, "remove(slot) -> bool"},
+    {"get", (PyCFunction)FT_get, METH_O, "get(slot) -> dict"},
+    {"set_fast", (PyCFunction)FT_set_fast, METH_VARARGS,
+     "set_fast(slot, in_if, client_mac, out_if, rs_mac, dest_id, toa_kind)"},
+    {"clear_fast", (PyCFunction)FT_clear_fast, METH_O, "clear_fast(slot)"},
+    {"expires", (PyCFunction)FT_expires, METH_O, "expires(slot) -> float"},
+    {"set_expires", (PyCFunction)FT_set_expires, METH_VARARGS, "set_expires(slot, t)"},
+    {"expire", (PyCFunction)FT_expire, METH_VARARGS, "expire(now, budget=all) -> removed slots"},
+    {"dest_counters", (PyCFunction)FT_dest_counters, METH_VARARGS | METH_KEYWORDS,
+     "dest_counters(dest_id, reset=False) -> (pkts_in, pkts_out, bytes_in, bytes_out)"},
+    {"process", (PyCFunction)FT_process, METH_VARARGS, "process(buf, desc, n, ifindex, now) -> punts"},
+    {"stats", (PyCFunction)FT_stats, METH_NOARGS, "counters: forwarded, punt_<reason>"},
+    {NULL}};
+
+static PyGetSetDef FT_getset[] = {
+    {"capacity", (getter)FT_capacity, NULL, "hard limit on flows", NULL},
+    {"key", (getter)FT_key, NULL, "the 16-byte SipHash key", NULL},
+    {NULL}};
+
+static PySequenceMethods FT_seq = {.sq_length = (lenfunc)FT_len};
+
+static PyTypeObject FlowTableType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pylvs._native.FlowTable",
+    .tp_basicsize = sizeof(FlowTable),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Flow table and established-flow fast path (twin: pylvs._pure.flowtable.FlowTable).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)FT_init,
+    .tp_dealloc = (destructor)FT_dealloc,
+    .tp_methods = FT_methods,
+    .tp_getset = FT_getset,
+    .tp_as_sequence = &FT_seq,
+};
+
+static PyMethodDef methods[] = {
+    {"csum_partial", py_csum_partial, METH_VARARGS, "Unfolded one's-complement sum (RFC 1071)."},
+    {"checksum", py_checksum, METH_VARARGS, "The RFC 1071 checksum of data (plus an unfolded initial sum)."},
+    {"csum_fold", py_csum_fold, METH_O, "Fold and complement an unfolded sum."},
+    {"pseudo_header_sum", py_pseudo_header_sum, METH_VARARGS, "Unfolded TCP/UDP pseudo-header sum."},
+    {"csum_replace2", py_csum_replace2, METH_VARARGS, "RFC 1624 update for a 16-bit field."},
+    {"csum_replace4", py_csum_replace4, METH_VARARGS, "RFC 1624 update for a 32-bit field."},
+    {"csum_replace_bytes", py_csum_replace_bytes, METH_VARARGS, "RFC 1624 update for an even run of bytes."},
+    {"siphash13", py_siphash13, METH_VARARGS, "SipHash-1-3(key16, data) -> 64-bit int."},
+    {"siphash24", py_siphash24, METH_VARARGS, "SipHash-2-4(key16, data) -> 64-bit int."},
+    {NULL}};
+
+static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "pylvs._native", "pylvs's C accelerator.", -1, methods};
+
+PyMODINIT_FUNC PyInit__native(void)
+{
+    if (PyType_Ready(&FlowTableType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&moddef);
+    if (!m)
+        return NULL;
+    Py_INCREF(&FlowTableType);
+    if (PyModule_AddObject(m, "FlowTable", (PyObject *)&FlowTableType) < 0) {
+        Py_DECREF(&FlowTableType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyModule_AddIntConstant(m, "DESC_SIZE", sizeof(pn_desc));
+    PyModule_AddIntConstant(m, "ENTRY_SIZE", sizeof(pn_entry));
+    PyModule_AddIntConstant(m, "MAX_INTERFACES", PN_MAX_IFACES);
+    return m;
+}

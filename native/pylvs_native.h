@@ -1,0 +1,122 @@
+/* pylvs native core: plain C, no Python.  module.c wraps it; harness.c drives it under sanitizers.
+ *
+ * Every function here has a pure-Python twin in pylvs/_pure/ with the same behaviour; the Hypothesis
+ * differential tests (tests/property/test_native_diff.py) hold the two to byte-for-byte agreement.
+ */
+#ifndef PYLVS_NATIVE_H
+#define PYLVS_NATIVE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---------------------------------------------------------------- checksums (RFC 1071, RFC 1624) */
+
+uint64_t pn_csum_partial(const uint8_t *data, size_t len, uint64_t initial); /* unfolded sum */
+uint16_t pn_fold16(uint64_t s);                                                /* folded, not complemented */
+uint16_t pn_csum_fold(uint64_t s);                                             /* ~fold */
+uint16_t pn_csum_replace2(uint16_t check, uint16_t old, uint16_t new_);
+uint16_t pn_csum_replace4(uint16_t check, uint32_t old, uint32_t new_);
+uint16_t pn_csum_replace_bytes(uint16_t check, const uint8_t *old, const uint8_t *new_, size_t len);
+
+/* ---------------------------------------------------------------- SipHash (Aumasson & Bernstein) */
+
+uint64_t pn_siphash(const uint8_t key[16], const uint8_t *data, size_t len, int c_rounds, int d_rounds);
+
+/* ---------------------------------------------------------------- flow table */
+
+enum { PN_NAT = 0, PN_DR = 1, PN_TUN = 2, PN_FULLNAT = 3 };
+enum { PN_DIR_IN = 0, PN_DIR_OUT = 1 };
+#define PN_NIL 0xFFFFFFFFu
+#define PN_MAX_IFACES 32
+#define PN_F_USED 1u
+#define PN_F_HAS_OUT 2u
+#define PN_F_FAST 4u
+
+/* One flow, 64 bytes.  Addresses and ports are kept in network byte order, as they sit in the packet, so
+ * the fast path compares and copies them without swapping. */
+typedef struct {
+    uint32_t caddr, vaddr, laddr, daddr;
+    uint16_t cport, vport, lport, dport;
+    double expires;
+    uint32_t next[2];      /* hash chains: [0] inbound key, [1] outbound key; a link is slot << 1 | dir */
+    uint8_t client_mac[6]; /* where replies to the client go (the MAC its frames came from) */
+    uint8_t rs_mac[6];     /* the next hop toward the real server */
+    uint16_t dest_id;      /* per-server counters */
+    uint8_t proto, mode, flags, in_if, out_if, toa_kind;
+    uint8_t pad[4];
+} pn_entry;
+
+typedef struct {
+    uint64_t pkts_in, pkts_out, bytes_in, bytes_out;
+} pn_counters;
+
+typedef struct {
+    uint8_t mac[6];
+    uint8_t used;
+    uint32_t addr; /* network order: DIP, the TUN outer source */
+    uint32_t mtu;
+} pn_iface;
+
+enum {
+    PN_PUNT_NOT_IPV4 = 0, /* not for our MAC, not IPv4 Ethernet */
+    PN_PUNT_MALFORMED,    /* truncated, bad lengths or checksums: the slow path counts the drop */
+    PN_PUNT_IP_OPTIONS,
+    PN_PUNT_FRAGMENT,
+    PN_PUNT_PROTO,        /* not TCP or UDP */
+    PN_PUNT_NO_FLOW,
+    PN_PUNT_NOT_FAST,     /* flow known, but not handed to the fast path (handshake, closing, ...) */
+    PN_PUNT_EXPIRED,
+    PN_PUNT_TCP_FLAGS,    /* SYN, FIN, RST or no ACK: a state change is for the slow path */
+    PN_PUNT_TTL,
+    PN_PUNT_MTU,
+    PN_PUNT_TOA,          /* a client-supplied TOA-kind option to strip */
+    PN_PUNT_HEADROOM,     /* TUN needs 20 bytes before the frame */
+    PN_PUNT_IFACE,        /* unknown ingress/egress interface index */
+    PN_PUNT_NREASONS
+};
+
+typedef struct {
+    uint32_t capacity;  /* hard limit on flows */
+    uint32_t count;
+    uint32_t hw;        /* high-water mark: slots [0, hw) have been handed out at least once */
+    uint32_t nfree;
+    uint32_t mask;      /* buckets - 1 */
+    uint32_t cursor;    /* expiry sweep position */
+    uint32_t ndests;
+    pn_entry *e;
+    uint32_t *buckets;
+    uint32_t *freelist; /* stack of released slots */
+    pn_counters *dests;
+    uint8_t key[16];
+    double tcp_timeout, udp_timeout;
+    pn_iface ifaces[PN_MAX_IFACES];
+    uint64_t forwarded;
+    uint64_t punts[PN_PUNT_NREASONS];
+} pn_table;
+
+/* One frame of a batch: the caller fills off/len; process() sets verdict (egress interface index >= 0, or
+ * -1 = punt to the slow path with reason), and may move off/len (TUN grows the frame 20 bytes to the left,
+ * Ethernet padding is trimmed). */
+typedef struct {
+    uint32_t off;
+    uint32_t len;
+    int16_t verdict;
+    uint16_t reason;
+} pn_desc;
+
+int pn_table_init(pn_table *t, uint32_t capacity, const uint8_t key[16], uint32_t ndests);
+void pn_table_free(pn_table *t);
+size_t pn_table_memory(const pn_table *t);
+uint64_t pn_key_hash(const pn_table *t, uint8_t proto, uint32_t a, uint16_t ap, uint32_t b, uint16_t bp);
+/* >= 0 slot; -1 full; -2 a key is in use; -3 bad argument */
+int64_t pn_insert(pn_table *t, uint8_t proto, uint32_t caddr, uint16_t cport, uint32_t vaddr, uint16_t vport,
+                  uint32_t laddr, uint16_t lport, uint32_t daddr, uint16_t dport, uint8_t mode, int has_out,
+                  double expires);
+/* slot << 1 | dir, or -1 */
+int64_t pn_lookup(const pn_table *t, uint8_t proto, uint32_t src, uint16_t sport, uint32_t dst, uint16_t dport);
+int pn_remove(pn_table *t, uint32_t slot);
+/* Sweep up to budget slots from the cursor; expired slots are removed and written to out (max budget). */
+uint32_t pn_expire(pn_table *t, double now, uint32_t budget, uint32_t *out);
+uint32_t pn_process(pn_table *t, uint8_t *buf, size_t buflen, pn_desc *desc, uint32_t n, int ifindex, double now);
+
+#endif

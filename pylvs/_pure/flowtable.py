@@ -1,0 +1,390 @@
+"""The pure-Python twin of ``pylvs._native.FlowTable`` (native/flowtab.c, native/fastpath.c).
+
+Same constructor, methods, results and byte-for-byte output; the differential tests hold the two together.
+What differs is only how it is stored: a dict per key instead of hash chains in preallocated memory (the
+dict's own hash is CPython's keyed SipHash, PEP 456), so ``memory_bytes`` is an estimate here.
+
+Slots are handed out as in C: the most recently freed first, else the next never-used one; the expiry sweep
+walks slots ``[0, high-water)`` from a cursor, ``budget`` at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+
+from pylvs._pure.checksum import csum_fold, csum_partial, csum_replace2, csum_replace_bytes, checksum
+from pylvs._pure.siphash import siphash13
+
+DESC = struct.Struct("=IIhH")  # struct pn_desc: off, len, verdict, reason
+DESC_SIZE = DESC.size
+ENTRY_SIZE = 64
+MAX_INTERFACES = 32
+
+NAT, DR, TUN, FULLNAT = range(4)
+IN, OUT = 0, 1
+PUNT_NAMES = (
+    "not_ipv4", "malformed", "ip_options", "fragment", "protocol", "no_flow", "not_fast",
+    "expired", "tcp_flags", "ttl", "mtu", "toa", "headroom", "interface",
+)
+(P_NOT_IPV4, P_MALFORMED, P_IP_OPTIONS, P_FRAGMENT, P_PROTO, P_NO_FLOW, P_NOT_FAST, P_EXPIRED,
+ P_TCP_FLAGS, P_TTL, P_MTU, P_TOA, P_HEADROOM, P_IFACE) = range(len(PUNT_NAMES))
+
+_u16 = struct.Struct("!H")
+
+
+class _Entry:
+    __slots__ = ("proto", "caddr", "cport", "vaddr", "vport", "laddr", "lport", "daddr", "dport", "mode",
+                 "has_out", "fast", "expires", "in_if", "out_if", "client_mac", "rs_mac", "dest_id", "toa_kind")
+
+
+def _addr(a) -> bytes:
+    a = bytes(a)
+    if len(a) != 4:
+        raise ValueError("an IPv4 address must be 4 bytes")
+    return a
+
+
+def _port(p: int) -> int:
+    p = int(p)
+    if not 0 <= p <= 65535:
+        raise ValueError("a port must be 0..65535")
+    return p
+
+
+def _mac(m) -> bytes:
+    m = bytes(m)
+    if len(m) != 6:
+        raise ValueError("a MAC address must be 6 bytes")
+    return m
+
+
+class FlowTable:
+    """Flow table and established-flow fast path (twin of pylvs._native.FlowTable)."""
+
+    def __init__(self, capacity: int, key: bytes | None = None, dests: int = 4096) -> None:
+        if key is None:
+            key = os.urandom(16)
+        key = bytes(key)
+        if len(key) != 16:
+            raise ValueError("key must be 16 bytes")
+        if not (1 <= capacity <= 1 << 30 and 1 <= dests <= 65536):
+            raise ValueError("capacity must be 1..2**30 and dests 1..65536")
+        self._capacity = int(capacity)
+        self._key = key
+        self._ndests = int(dests)
+        self._e: dict[int, _Entry] = {}
+        self._index: dict[tuple, int] = {}
+        self._free: list[int] = []
+        self._hw = 0
+        self._cursor = 0
+        self._dests: dict[int, list[int]] = {}
+        self._ifaces: dict[int, tuple[bytes, bytes, int]] = {}
+        self._tcp_timeout = 900.0
+        self._udp_timeout = 300.0
+        self._forwarded = 0
+        self._punts = [0] * len(PUNT_NAMES)
+
+    # ---------------------------------------------------------------- table
+
+    capacity = property(lambda self: self._capacity)
+    key = property(lambda self: self._key)
+
+    def __len__(self) -> int:
+        return len(self._e)
+
+    def memory_bytes(self) -> int:
+        """An estimate (dict and object overheads), not an allocation as in C."""
+        return (sys.getsizeof(self._e) + sys.getsizeof(self._index) + len(self._e) * (
+            sys.getsizeof(_Entry()) + 19 * 8) + len(self._index) * 100)
+
+    def set_interface(self, index: int, mac, addr, mtu: int) -> None:
+        if not 0 <= index < MAX_INTERFACES:
+            raise ValueError(f"interface index must be 0..{MAX_INTERFACES - 1}")
+        self._ifaces[index] = (_mac(mac), _addr(addr), int(mtu))
+
+    def set_timeouts(self, tcp: float, udp: float) -> None:
+        self._tcp_timeout = float(tcp)
+        self._udp_timeout = float(udp)
+
+    def hash(self, proto: int, a, ap: int, b, bp: int) -> int:
+        msg = bytes([proto]) + _addr(a) + _addr(b) + _u16.pack(_port(ap)) + _u16.pack(_port(bp))
+        return siphash13(self._key, msg)
+
+    def insert(self, proto, caddr, cport, vaddr, vport, laddr, lport, daddr, dport, mode, has_out,
+               expires) -> int:
+        ik = (proto, _addr(caddr), _port(cport), _addr(vaddr), _port(vport))
+        ok = (proto, _addr(daddr), _port(dport), _addr(laddr), _port(lport))
+        if not 0 <= mode <= FULLNAT:
+            raise ValueError("mode must be 0..3 (nat, dr, tun, fullnat)")
+        if len(self._e) >= self._capacity:
+            return -1
+        if ik in self._index or (has_out and ok in self._index):
+            return -2
+        if self._free:
+            slot = self._free.pop()
+        else:
+            slot = self._hw
+            self._hw += 1
+        e = _Entry()
+        e.proto, e.caddr, e.cport, e.vaddr, e.vport = ik
+        _, e.daddr, e.dport, e.laddr, e.lport = ok
+        e.mode = mode
+        e.has_out = bool(has_out)
+        e.fast = False
+        e.expires = float(expires)
+        e.in_if = e.out_if = e.dest_id = e.toa_kind = 0
+        e.client_mac = e.rs_mac = b"\x00" * 6
+        self._e[slot] = e
+        self._index[ik] = slot << 1 | IN
+        if e.has_out:
+            self._index[ok] = slot << 1 | OUT
+        return slot
+
+    def lookup(self, proto: int, src, sport: int, dst, dport: int) -> int:
+        return self._index.get((proto, _addr(src), _port(sport), _addr(dst), _port(dport)), -1)
+
+    def remove(self, slot: int) -> bool:
+        e = self._e.pop(slot, None)
+        if e is None:
+            return False
+        del self._index[(e.proto, e.caddr, e.cport, e.vaddr, e.vport)]
+        if e.has_out:
+            del self._index[(e.proto, e.daddr, e.dport, e.laddr, e.lport)]
+        self._free.append(slot)
+        return True
+
+    def _entry(self, slot: int) -> _Entry:
+        e = self._e.get(slot)
+        if e is None:
+            raise KeyError(f"no flow in slot {slot}")
+        return e
+
+    def get(self, slot: int) -> dict:
+        e = self._entry(slot)
+        return {k: getattr(e, k) for k in _Entry.__slots__}
+
+    def set_fast(self, slot: int, in_if: int, client_mac, out_if: int, rs_mac, dest_id: int, toa_kind: int) -> None:
+        e = self._entry(slot)
+        if not (0 <= in_if < MAX_INTERFACES and 0 <= out_if < MAX_INTERFACES and 0 <= dest_id < self._ndests
+                and 0 <= toa_kind <= 255):
+            raise ValueError("interface, dest_id or toa_kind out of range")
+        e.client_mac, e.rs_mac = _mac(client_mac), _mac(rs_mac)
+        e.in_if, e.out_if, e.dest_id, e.toa_kind = in_if, out_if, dest_id, toa_kind
+        e.fast = True
+
+    def clear_fast(self, slot: int) -> None:
+        self._entry(slot).fast = False
+
+    def expires(self, slot: int) -> float:
+        return self._entry(slot).expires
+
+    def set_expires(self, slot: int, t: float) -> None:
+        self._entry(slot).expires = float(t)
+
+    def expire(self, now: float, budget: int = 0xFFFFFFFF) -> list[int]:
+        out = []
+        hw = self._hw
+        for _ in range(min(budget, hw)):
+            slot = self._cursor
+            self._cursor = 0 if slot + 1 >= hw else slot + 1
+            e = self._e.get(slot)
+            if e is not None and e.expires <= now:
+                self.remove(slot)
+                out.append(slot)
+        return out
+
+    def dest_counters(self, dest_id: int, reset: bool = False) -> tuple[int, int, int, int]:
+        if not 0 <= dest_id < self._ndests:
+            raise ValueError("dest_id out of range")
+        c = self._dests.get(dest_id, [0, 0, 0, 0])
+        if reset:
+            self._dests.pop(dest_id, None)
+        return tuple(c)
+
+    def stats(self) -> dict:
+        d = {"forwarded": self._forwarded}
+        d.update((f"punt_{n}", v) for n, v in zip(PUNT_NAMES, self._punts))
+        return d
+
+    # ---------------------------------------------------------------- fast path
+
+    def process(self, buf, desc, n: int, ifindex: int, now: float) -> int:
+        if n < 0 or len(desc) < n * DESC_SIZE:
+            raise ValueError("desc holds fewer than n descriptors")
+        punts = 0
+        ok_if = ifindex in self._ifaces
+        for i in range(n):
+            off, ln, _, _ = DESC.unpack_from(desc, i * DESC_SIZE)
+            if ok_if:
+                r, off, ln, egress = self._one(buf, off, ln, ifindex, now)
+            else:
+                r, egress = P_IFACE, -1
+            if r < 0:
+                DESC.pack_into(desc, i * DESC_SIZE, off, ln, egress, 0)
+                self._forwarded += 1
+            else:
+                DESC.pack_into(desc, i * DESC_SIZE, off, ln, -1, r)
+                self._punts[r] += 1
+                punts += 1
+        return punts
+
+    def _one(self, buf, off: int, ln: int, ifindex: int, now: float):
+        punt = (lambda r: (r, off, ln, -1))
+        if off > len(buf) or ln > len(buf) - off:
+            return punt(P_MALFORMED)
+        in_mac = self._ifaces[ifindex][0]
+        if ln < 14 or buf[off:off + 6] != in_mac or buf[off + 12:off + 14] != b"\x08\x00":
+            return punt(P_NOT_IPV4)
+        ip = off + 14
+        avail = ln - 14
+        if avail < 20 or buf[ip] >> 4 != 4 or (buf[ip] & 0x0F) < 5:
+            return punt(P_MALFORMED)
+        if buf[ip] & 0x0F != 5:
+            return punt(P_IP_OPTIONS)
+        total = _u16.unpack_from(buf, ip + 2)[0]
+        if total < 20 or total > avail or checksum(bytes(buf[ip:ip + 20])) != 0:
+            return punt(P_MALFORMED)
+        if _u16.unpack_from(buf, ip + 6)[0] & 0x3FFF:
+            return punt(P_FRAGMENT)
+        proto = buf[ip + 9]
+        l4 = ip + 20
+        l4len = total - 20
+        udp = proto == 17
+        pseudo = csum_partial(bytes(buf[ip + 12:ip + 20])) + proto + l4len
+        flags = doff = 0
+        if proto == 6:
+            if l4len < 20:
+                return punt(P_MALFORMED)
+            doff = (buf[l4 + 12] >> 4) * 4
+            if doff < 20 or doff > l4len or csum_fold(csum_partial(bytes(buf[l4:l4 + l4len]), pseudo)) != 0:
+                return punt(P_MALFORMED)
+            flags = buf[l4 + 13]
+            csum = l4 + 16
+        elif udp:
+            if l4len < 8 or _u16.unpack_from(buf, l4 + 4)[0] != l4len:
+                return punt(P_MALFORMED)
+            if (_u16.unpack_from(buf, l4 + 6)[0] != 0
+                    and csum_fold(csum_partial(bytes(buf[l4:l4 + l4len]), pseudo)) != 0):
+                return punt(P_MALFORMED)
+            csum = l4 + 6
+        else:
+            return punt(P_PROTO)
+        sport, dport = struct.unpack_from("!HH", buf, l4)
+        link = self._index.get((proto, bytes(buf[ip + 12:ip + 16]), sport, bytes(buf[ip + 16:ip + 20]), dport), -1)
+        if link < 0:
+            return punt(P_NO_FLOW)
+        e = self._e[link >> 1]
+        d = link & 1
+        if not e.fast:
+            return punt(P_NOT_FAST)
+        if e.expires <= now:
+            return punt(P_EXPIRED)
+        if proto == 6 and (flags & 0x07 or not flags & 0x10):
+            return punt(P_TCP_FLAGS)
+        routed = e.mode != DR
+        egress = e.out_if if d == IN else e.in_if
+        out = self._ifaces.get(egress)
+        if out is None:
+            return punt(P_IFACE)
+        if routed and buf[ip + 8] <= 1:
+            return punt(P_TTL)
+        encap = d == IN and e.mode == TUN
+        if total > out[2] - (20 if encap else 0):
+            return punt(P_MTU)
+        if d == IN and e.mode == FULLNAT and proto == 6 and e.toa_kind and _has_option(
+                buf, l4 + 20, l4 + doff, e.toa_kind):
+            return punt(P_TOA)
+        if encap and off < 20:
+            return punt(P_HEADROOM)
+
+        # Decided: forward.
+        e.expires = now + (self._tcp_timeout if proto == 6 else self._udp_timeout)
+        c = self._dests.setdefault(e.dest_id if e.dest_id < self._ndests else 0, [0, 0, 0, 0])
+        if d == IN:
+            c[0] += 1
+            c[2] += total
+        else:
+            c[1] += 1
+            c[3] += total
+        if routed:
+            w = _u16.unpack_from(buf, ip + 8)[0]
+            buf[ip + 8] -= 1
+            _u16.pack_into(buf, ip + 10, csum_replace2(_u16.unpack_from(buf, ip + 10)[0], w, w - 0x100))
+        if d == IN:
+            if e.mode == FULLNAT:
+                _set_addr(buf, ip, csum, udp, 12, e.laddr)
+                _set_port(buf, l4, csum, udp, e.lport)
+            if e.mode in (NAT, FULLNAT):
+                _set_addr(buf, ip, csum, udp, 16, e.daddr)
+                _set_port(buf, l4 + 2, csum, udp, e.dport)
+        else:
+            _set_addr(buf, ip, csum, udp, 12, e.vaddr)
+            _set_port(buf, l4, csum, udp, e.vport)
+            if e.mode == FULLNAT:
+                _set_addr(buf, ip, csum, udp, 16, e.caddr)
+                _set_port(buf, l4 + 2, csum, udp, e.cport)
+        ln = 14 + total
+        if encap:
+            nf = off - 20
+            buf[nf:nf + 14] = bytes(buf[off:off + 14])
+            o = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, buf[ip + 1], total + 20,
+                                      _u16.unpack_from(buf, ip + 4)[0], _u16.unpack_from(buf, ip + 6)[0] & 0x4000,
+                                      buf[ip + 8], 4, 0, out[1], e.daddr))
+            _u16.pack_into(o, 10, checksum(o))
+            buf[nf + 14:nf + 34] = o
+            off = nf
+            ln += 20
+        buf[off:off + 6] = e.rs_mac if d == IN else e.client_mac
+        buf[off + 6:off + 12] = out[0]
+        return -1, off, ln, egress
+
+
+def _patch_l4(buf, csum: int, udp: bool, old: bytes, new: bytes) -> None:
+    c = _u16.unpack_from(buf, csum)[0]
+    if udp and c == 0:
+        return
+    c = csum_replace_bytes(c, old, new)
+    if udp and c == 0:
+        c = 0xFFFF
+    _u16.pack_into(buf, csum, c)
+
+
+def _set_addr(buf, ip: int, csum: int, udp: bool, field: int, new: bytes) -> None:
+    a = ip + field
+    old = bytes(buf[a:a + 4])
+    if old == new:
+        return
+    buf[a:a + 4] = new
+    _u16.pack_into(buf, ip + 10, csum_replace_bytes(_u16.unpack_from(buf, ip + 10)[0], old, new))
+    _patch_l4(buf, csum, udp, old, new)
+
+
+def _set_port(buf, at: int, csum: int, udp: bool, value: int) -> None:
+    old = bytes(buf[at:at + 2])
+    new = _u16.pack(value)
+    if old == new:
+        return
+    buf[at:at + 2] = new
+    _patch_l4(buf, csum, udp, old, new)
+
+
+def _has_option(buf, i: int, end: int, kind: int) -> bool:
+    """Is ``kind`` among the TCP options, read up to EOL or the first malformed one (RFC 9293 §3.1)?"""
+    while i < end:
+        k = buf[i]
+        if k == 0:
+            return False
+        if k == 1:
+            i += 1
+            continue
+        if i + 1 >= end:
+            return False
+        ln = buf[i + 1]
+        if ln < 2 or i + ln > end:
+            return False
+        if k == kind:
+            return True
+        i += ln
+    return False
