@@ -36,7 +36,7 @@ class Conn:
         "proto", "caddr", "cport", "vaddr", "vport", "laddr", "lport", "daddr", "dport",
         "dest", "svc", "mode", "state", "expires", "timeout", "inactive", "no_output",
         "in_ifname", "client_mac", "toa_done", "template",
-        "pkts_in", "pkts_out", "bytes_in", "bytes_out", "in_key", "out_key", "alive",
+        "pkts_in", "pkts_out", "bytes_in", "bytes_out", "in_key", "out_key", "alive", "fslot",
     )
 
     def __init__(self, proto: int, caddr: bytes, cport: int, vaddr: bytes, vport: int,
@@ -65,6 +65,8 @@ class Conn:
         self.in_key = (proto, caddr, cport, vaddr, vport)
         self.out_key = None if self.no_output else (proto, daddr, dport, laddr, lport)
         self.alive = False  # set by ConnTable.insert: "in the table"
+        #: slot in the fast path's flow table (native.FlowTable), -1 when the flow has none
+        self.fslot = -1
 
     @property
     def state_name(self) -> str:
@@ -84,6 +86,9 @@ class ConnTable:
         self._seq = itertools.count()
         self._count = 0
         self._on_expire = on_expire
+        #: Called with a flow whose deadline looks past, before it is expired: the fast path may have
+        #: refreshed it since (it moves its own copy of the deadline), and this pulls that in.
+        self.refresh: Callable[[Conn], None] | None = None
 
     def __len__(self) -> int:
         return self._count
@@ -110,6 +115,8 @@ class ConnTable:
         if hit is None:
             return None
         conn = hit[0]
+        if conn.expires <= now and self.refresh is not None:
+            self.refresh(conn)
         if conn.expires <= now:
             self._expire(conn)
             return None
@@ -167,6 +174,8 @@ class ConnTable:
             _, _, conn = heapq.heappop(heap)
             if not conn.alive:
                 continue
+            if conn.expires <= now and self.refresh is not None:
+                self.refresh(conn)
             if conn.expires > now:
                 # refreshed since it was queued: re-arm at the new deadline
                 heapq.heappush(heap, (conn.expires, next(self._seq), conn))

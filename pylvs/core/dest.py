@@ -38,6 +38,8 @@ class Dest:
     bytes_out: int = 0
     #: free-form label for logs (e.g. "198.19.0.11:8080")
     label: str = field(default="")
+    #: index of this server's counters in the fast path's flow table (set by the Director)
+    fid: int = 0
 
     @property
     def overhead(self) -> int:

@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 from pylvs.core.arp import ARP_REQUEST, parse_arp, reply_frame, request_frame
 from pylvs.core.conntable import IN, OUT, Conn, ConnTable
+from pylvs.core.fastpath import DESC, FastPath
 from pylvs.core.icmp import (
     ICMP_DEST_UNREACH, ICMP_EXC_TTL, ICMP_FRAG_NEEDED, ICMP_TIME_EXCEEDED,
     echo_reply_frame, error_frame, fix_icmp_checksum, may_send_error_about,
@@ -105,6 +106,8 @@ class Director:
         self.sloppy_tcp = config.table.sloppy_tcp
         self.icmp_echo = config.table.icmp_echo
         self.drops: Counter[str] = Counter()
+        #: the last exception handle_batch caught (for the runner's log), None if none
+        self.last_internal_error: Exception | None = None
         self.events: Counter[str] = Counter()
         self._ip_id = 0
         # Addresses the director owns or answers for.
@@ -112,6 +115,9 @@ class Director:
         lips = {lip for s in self.services for lip in s.lips}
         self.local_addrs = vips | lips | {a for i in self.ifaces.values() for a in i.addrs}
         self._arp_targets = {n: vips | lips | set(i.addrs) for n, i in self.ifaces.items()}
+        #: the established-flow fast path (C, or its pure twin: ``self.fast.impl`` says which)
+        self.fast = FastPath(self, config.table.max_connections)
+        self.table.refresh = self.fast.refresh
 
     # ------------------------------------------------------------------ entry points
 
@@ -142,8 +148,36 @@ class Director:
             return self._icmp(p, iface, now)
         return self._drop("unsupported_protocol" if p.dst in self.local_addrs else "not_for_service")
 
+    def handle_batch(self, buf: bytearray, desc: bytearray, n: int, interface: str,
+                     now: float) -> list[tuple[int, list[Action]]]:
+        """Process ``n`` frames that arrived on ``interface``, laid out in ``buf`` as ``desc`` says.
+
+        ``desc`` holds ``n`` descriptors (:data:`pylvs.core.fastpath.DESC`: offset, length, verdict,
+        reason).  The fast path forwards what it can in place: those frames get verdict = the egress
+        interface's index in ``self.fast.ifnames`` and their new offset/length (TUN grows a frame 20 bytes
+        to the left, so leave that much headroom before each).  The others (verdict -1) go through
+        :meth:`handle`; their actions come back as ``(index, actions)`` in arrival order.
+        """
+        ifx = self.fast.ifindex.get(interface, -1)
+        self.table.expire(now, budget=64)
+        punts = self.fast.table.process(buf, desc, n, ifx, now)
+        out: list[tuple[int, list[Action]]] = []
+        if punts:
+            for i in range(n):
+                off, ln, verdict, _ = DESC.unpack_from(desc, i * DESC.size)
+                if verdict < 0:
+                    try:
+                        out.append((i, self.handle(bytearray(buf[off:off + ln]), interface, now)))
+                    except Exception as e:  # the core must never raise; one bad frame never costs the batch
+                        self.drops["internal_error"] += 1
+                        self.last_internal_error = e
+                        out.append((i, [Drop("internal_error")]))
+        return out
+
     def tick(self, now: float) -> list[Action]:
         """Timers: expire flows and templates, retry or give up ARP resolution."""
+        self.fast.sweep(now, 4096)
+        self.fast.fold_counters()
         self.table.expire(now)
         for s in self.services:
             s.expire_templates(now)
@@ -170,6 +204,7 @@ class Director:
         return self._ip_id
 
     def _on_expire(self, c: Conn) -> None:
+        self.fast.release(c)
         d = c.dest
         if d is not None:
             if c.inactive:
@@ -187,6 +222,8 @@ class Director:
         else:
             t = self.timeouts["udp"]
         self.table.set_expiry(c, now + t)
+        if c.fslot >= 0:
+            self.fast.push_deadline(c)
 
     def _set_state(self, c: Conn, direction: int, flags: int, now: float) -> None:
         """IPVS ``set_tcp_state``: pick the table, move, keep active/inactive counts."""
@@ -218,7 +255,12 @@ class Director:
             return self._drop(a)
         out: list[Action] = []
         if a.spa != b"\x00\x00\x00\x00" and self.routes.on_link(a.spa) == iface.name:
-            for buf in self.neigh.learn(iface.name, a.spa, a.sha):
+            old = self.neigh.get(iface.name, a.spa)
+            waiting = self.neigh.learn(iface.name, a.spa, a.sha)
+            if old is not None and self.neigh.get(iface.name, a.spa) != old:
+                # A neighbour moved: flows the fast path sends there carry the old MAC; take them back.
+                self.events["fast_evicted_neighbor"] += self.fast.evict()
+            for buf in waiting:
                 buf[0:6] = a.sha
                 out.append(Send(iface.name, bytes(buf), "forward"))
         if a.op == ARP_REQUEST and a.tpa in self._arp_targets[iface.name]:
@@ -439,7 +481,9 @@ class Director:
             self._toa(c, p, prev_state, egress.mtu)
         if rule.encap:
             encap_ipip(p, egress.primary, c.daddr)
-        return self._emit(ifname, nexthop, None, p, now)
+        out = self._emit(ifname, nexthop, None, p, now)
+        self.fast.sync(c, ifname, self.neigh.get(ifname, nexthop))
+        return out
 
     def _toa(self, c: Conn, p: Packet, prev_state: int, mtu: int) -> None:
         """Insert our TOA where it is due; strip any the client forged, always."""
@@ -476,7 +520,13 @@ class Director:
             # The RS's MSS must leave room for the 8 TOA bytes we add inbound.
             if clamp_mss(p, len(c.svc.toa_option(c.caddr, c.cport))):
                 self.events["mss_clamped"] += 1
-        return self._emit(c.in_ifname, None, c.client_mac, p, now)
+        out = self._emit(c.in_ifname, None, c.client_mac, p, now)
+        route = self._route_to_dest(c)
+        if route is None:
+            self.fast.release(c)
+        else:
+            self.fast.sync(c, route[0], self.neigh.get(*route))
+        return out
 
     # ------------------------------------------------------------------ ICMP
 
@@ -550,9 +600,17 @@ class Director:
 
     # ------------------------------------------------------------------ introspection
 
+    def dest_unavailable(self, dest) -> None:
+        """A server left its service (reload, control): its flows go back to the slow path, which applies
+        the service's ``expire_nodest_conn`` choice to their next packet."""
+        dest.available = False
+        self.fast.evict(lambda c: c.dest is dest)
+
     def stats(self) -> dict:
         """Counters for logs, the CLI and tests (plain data)."""
+        self.fast.fold_counters()
         return {
+            "fast_path": self.fast.stats(),
             "connections": len(self.table),
             "drops": dict(sorted(self.drops.items())),
             "events": dict(sorted(self.events.items())),

@@ -1,0 +1,145 @@
+"""The Director's side of the established-flow fast path (``native.FlowTable``, C or its pure twin).
+
+The slow path (:mod:`pylvs.core.pipeline`) is the single authority on policy: it schedules, runs the TCP
+state machine, inserts TOA, answers with ICMP.  Once it has forwarded a packet of a flow whose later
+packets need no decision — TCP in ESTABLISHED with its TOA done, or UDP — it hands the flow to the fast
+path: the tuple, the rewrite, the egress interfaces and next-hop MACs, the server's counter slot.  From
+then on the fast path forwards that flow's packets by itself, in batches, and punts (returns untouched)
+every packet it cannot finish: a SYN/FIN/RST, a TTL of 1, a frame over the MTU, a forged TOA option,
+anything malformed.  The slow path takes the punt, and when the flow leaves ESTABLISHED (or its server is
+removed, or a next-hop MAC changes) it takes the flow back.
+
+Two copies of the deadline exist: the flow's (slow path) and the table entry's (moved by every fast
+packet).  The slow path pulls the entry's in before it expires a flow (``ConnTable.refresh``); the entry's
+copy is pushed whenever the slow path sets a new one.  Per-server packet and byte counters of fast packets
+live in the table and are folded into the Python counters at ``tick`` and ``stats`` time; per-flow counters
+(``Conn.pkts_in`` ...) count slow-path packets only.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pylvs import native
+from pylvs.core.conntable import Conn
+from pylvs.core.packet import IPPROTO_TCP
+from pylvs.core.tcpstate import sES
+
+MODE_CODES = {"nat": 0, "dr": 1, "tun": 2, "fullnat": 3}
+#: the table's capacity never exceeds this (flows beyond it simply stay on the slow path)
+MAX_FAST_FLOWS = 1 << 22
+DESC = struct.Struct("=IIhH")  # native/pylvs_native.h: struct pn_desc (off, len, verdict, reason)
+
+
+class FastPath:
+    """One FlowTable plus what maps the Director's objects onto its integer ids."""
+
+    def __init__(self, director, capacity: int) -> None:
+        self.impl = native.IMPLEMENTATION
+        self.ifnames: list[str] = list(director.ifaces)[: 32]
+        self.ifindex = {n: i for i, n in enumerate(self.ifnames)}
+        self.dests = [d for s in director.services for d in s.dests]
+        self.table = native.FlowTable(min(capacity, MAX_FAST_FLOWS), dests=len(self.dests) + 1)
+        for i, name in enumerate(self.ifnames):
+            ifc = director.ifaces[name]
+            self.table.set_interface(i, ifc.mac, ifc.primary, ifc.mtu)
+        for fid, d in enumerate(self.dests, start=1):  # 0: "no server", never counted
+            d.fid = fid
+        self.table.set_timeouts(float(director.timeouts["established"]), float(director.timeouts["udp"]))
+        self.conns: dict[int, Conn] = {}
+        self._owner = {id(d): s for s in director.services for d in s.dests}
+        self.inserts_failed = 0
+
+    # ------------------------------------------------------------ flows in and out of the fast path
+
+    @staticmethod
+    def eligible(c: Conn) -> bool:
+        """Would the next ordinary packet of this flow change nothing but the deadline and counters?"""
+        if c.dest is None or not c.dest.available or not c.alive:
+            return False
+        if c.proto == IPPROTO_TCP:
+            if c.state != sES:
+                return False
+            if c.mode == "fullnat" and c.svc.toa and not c.toa_done:
+                return False
+        return True
+
+    def sync(self, c: Conn, egress: str, nexthop_mac: bytes | None) -> None:
+        """After the slow path forwarded a packet of ``c`` toward ``egress``: hand it over, or take it back."""
+        if not self.eligible(c) or nexthop_mac is None:
+            self.release(c)
+            return
+        in_if = self.ifindex.get(c.in_ifname)
+        out_if = self.ifindex.get(egress)
+        if in_if is None or out_if is None:
+            return
+        t = self.table
+        if c.fslot < 0:
+            slot = t.insert(c.proto, c.caddr, c.cport, c.vaddr, c.vport, c.laddr, c.lport, c.daddr, c.dport,
+                            MODE_CODES[c.mode], c.out_key is not None, c.expires)
+            if slot < 0:
+                self.inserts_failed += 1  # the table is full (or a stale twin holds the tuple): stay slow
+                return
+            c.fslot = slot
+            self.conns[slot] = c
+        else:
+            t.set_expires(c.fslot, c.expires)
+        toa = c.svc.toa_kind if c.mode == "fullnat" and c.proto == IPPROTO_TCP and c.svc.toa else 0
+        t.set_fast(c.fslot, in_if, c.client_mac, out_if, nexthop_mac, c.dest.fid, toa)
+
+    def release(self, c: Conn) -> None:
+        """Take the flow back to the slow path (its entry leaves the table)."""
+        if c.fslot < 0:
+            return
+        slot = c.fslot
+        c.fslot = -1
+        if self.conns.get(slot) is c:
+            # Whatever the fast path extended the deadline to is the flow's deadline.
+            c.expires = max(c.expires, self.table.expires(slot))
+            del self.conns[slot]
+            self.table.remove(slot)
+
+    def refresh(self, c: Conn) -> None:
+        """``ConnTable.refresh``: pull in a deadline the fast path moved."""
+        if c.fslot >= 0:
+            c.expires = max(c.expires, self.table.expires(c.fslot))
+
+    def push_deadline(self, c: Conn) -> None:
+        if c.fslot >= 0:
+            self.table.set_expires(c.fslot, c.expires)
+
+    def evict(self, pred=None) -> int:
+        """Take back every flow (``pred(conn)`` true): a server removed, a neighbour's MAC changed."""
+        n = 0
+        for c in [c for c in self.conns.values() if pred is None or pred(c)]:
+            self.release(c)
+            n += 1
+        return n
+
+    def sweep(self, now: float, budget: int) -> None:
+        """The table's own expiry sweep: an entry past its deadline goes back to the slow path, whose
+        deadline check (with the pulled-in time) then decides the flow's fate."""
+        for slot in self.table.expire(now, budget):
+            c = self.conns.pop(slot, None)
+            if c is not None:
+                c.fslot = -1  # the entry is gone already; its deadline had passed, so nothing to pull
+
+    # ------------------------------------------------------------ counters
+
+    def fold_counters(self) -> None:
+        """Add the fast path's per-server counters into the servers' and services' own."""
+        for d in self.dests:
+            pi, po, bi, bo = self.table.dest_counters(d.fid, reset=True)
+            if pi or po:
+                s = self._owner[id(d)]
+                for o in (d, s):
+                    o.pkts_in += pi
+                    o.pkts_out += po
+                    o.bytes_in += bi
+                    o.bytes_out += bo
+
+    def stats(self) -> dict:
+        st = self.table.stats()
+        st.update(implementation=self.impl, flows=len(self.table), capacity=self.table.capacity,
+                  inserts_failed=self.inserts_failed)
+        return st

@@ -1,0 +1,195 @@
+"""The established-flow fast path (``Director.handle_batch``): exact frames out, and the same bytes the
+slow path (``Director.handle``) produces for the same packets, in every mode.
+
+Each conversation opens through the slow path (the handshake is policy: scheduling, state, TOA); its
+data packets then go through ``handle_batch`` and must come out of the fast path — not punted — as the
+exact frames built here from field values.  A FIN is punted and takes the flow back to the slow path.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from golden_helpers import (
+    ACK, C_MAC, CIP, D0_MAC, D1_MAC, DIP1, FIN, LIP, PSH, RIP, RS_MAC, SYN, VIP, ack_opts, fresh, ipip_frame,
+    syn_opts, the_conn, toa,
+)
+from pylvs.core.batch import Batch
+from pylvs.core.pipeline import Send
+from pylvs.testing import arp_frame, ip4, tcp_frame, udp_frame
+
+CPORT = 40000
+REQ = b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n"
+RESP = b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+
+
+def via_batch(d, frames, ifname, now):
+    """What the runner does: one batch, sends in arrival order -> [(interface, bytes, fast?)]."""
+    b = Batch(size=max(1, len(frames)))
+    for f in frames:
+        b.add(f)
+    punted = dict(d.handle_batch(b.buf, b.desc, b.n, ifname, now))
+    out = []
+    for i, verdict, frame in b.results():
+        if verdict >= 0:
+            out.append((d.fast.ifnames[verdict], bytes(frame), True))
+        else:
+            out += [(a.interface, bytes(a.frame), False) for a in punted[i] if isinstance(a, Send)]
+    return out
+
+
+def via_handle(d, frames, ifname, now):
+    out = []
+    for f in frames:
+        out += [(a.interface, bytes(a.frame), False) for a in d.handle(f, ifname, now) if isinstance(a, Send)]
+    return out
+
+
+def c2v(flags, **kw):
+    return tcp_frame(C_MAC, D0_MAC, CIP, VIP, CPORT, 80, flags, **kw)
+
+
+def open_flow(d, mode, t0=10.0):
+    """SYN (and for NAT/FULLNAT the server's SYN-ACK), then the handshake-completing ACK, all slow."""
+    d.handle(c2v(SYN, seq=1000, opts=syn_opts(tsval=111), ident=0x1001), "eth0", t0)
+    c = the_conn(d)
+    rs = {v: k for k, v in RIP.items()}[".".join(str(b) for b in c.daddr)]
+    if mode in ("nat", "fullnat"):
+        src = (RIP[rs], 8080)
+        dst = (CIP, CPORT) if mode == "nat" else (LIP, c.lport)
+        d.handle(tcp_frame(RS_MAC[rs], D1_MAC, src[0], dst[0], src[1], dst[1], SYN | ACK, seq=5000, ack=1001,
+                           opts=syn_opts(tsval=999, tsecr=111), ident=0x2001), "eth1", t0 + 0.001)
+    d.handle(c2v(ACK, seq=1001, ack=5001, opts=ack_opts(112, 999), ident=0x1002), "eth0", t0 + 0.002)
+    assert c.state_name == "ESTABLISHED"
+    return c, rs
+
+
+@pytest.mark.parametrize("mode", ["nat", "dr", "tun", "fullnat"])
+def test_data_packets_take_the_fast_path_byte_exact(mode):
+    d, ref = fresh(mode), fresh(mode)
+    c, rs = open_flow(d, mode)
+    rc, _ = open_flow(ref, mode)
+    assert c.fslot >= 0 and rc.fslot >= 0, "an ESTABLISHED flow is handed to the fast path"
+    assert (c.daddr, c.lport) == (rc.daddr, rc.lport)
+
+    q = dict(seq=1001, ack=5001, opts=ack_opts(113, 999), ident=0x1003, payload=REQ)
+    got = via_batch(d, [c2v(ACK | PSH, **q)], "eth0", 10.5)
+    want = {
+        "nat": tcp_frame(D1_MAC, RS_MAC[rs], CIP, RIP[rs], CPORT, 8080, ACK | PSH, ttl=63, **q),
+        "dr": tcp_frame(D1_MAC, RS_MAC[rs], CIP, VIP, CPORT, 80, ACK | PSH, ttl=64, **q),
+        "tun": ipip_frame(RS_MAC[rs], D1_MAC, DIP1, RIP[rs],
+                          tcp_frame(C_MAC, D0_MAC, CIP, VIP, CPORT, 80, ACK | PSH, ttl=63, **q)[14:]),
+        "fullnat": tcp_frame(D1_MAC, RS_MAC[rs], LIP, RIP[rs], c.lport, 8080, ACK | PSH, ttl=63, **q),
+    }[mode]
+    assert got == [("eth1", want, True)]
+    assert got == [(i, f, True) for i, f, _ in via_handle(ref, [c2v(ACK | PSH, **q)], "eth0", 10.5)]
+
+    if mode in ("nat", "fullnat"):
+        r = dict(seq=5001, ack=1001 + len(REQ), opts=ack_opts(1000, 113), ident=0x2002, payload=RESP, win=509)
+        dst = (CIP, CPORT) if mode == "nat" else (LIP, c.lport)
+        reply = tcp_frame(RS_MAC[rs], D1_MAC, RIP[rs], dst[0], 8080, dst[1], ACK | PSH, **r)
+        got = via_batch(d, [reply], "eth1", 10.6)
+        want = tcp_frame(D0_MAC, C_MAC, VIP, CIP, 80, CPORT, ACK | PSH, ttl=63, **r)
+        assert got == [("eth0", want, True)]
+        assert got == [(i, f, True) for i, f, _ in via_handle(ref, [reply], "eth1", 10.6)]
+
+    # The fast path moved the deadline: past the slow path's own, the flow lives on.
+    slow_deadline = c.expires
+    d.tick(slow_deadline + 0.2)  # the last fast packet came 0.498 s after the handshake
+    assert c.alive and c.fslot >= 0
+    # Its packets are counted for the server and the service.
+    st = d.stats()
+    tcp = next(s for s in st["services"] if s["service"].startswith("TCP"))
+    ref_st = ref.stats()
+    ref_tcp = next(s for s in ref_st["services"] if s["service"].startswith("TCP"))
+    assert (tcp["pkts_in"], tcp["pkts_out"], tcp["bytes_in"], tcp["bytes_out"]) == (
+        ref_tcp["pkts_in"], ref_tcp["pkts_out"], ref_tcp["bytes_in"], ref_tcp["bytes_out"])
+    assert st["fast_path"]["forwarded"] == (2 if mode in ("nat", "fullnat") else 1)
+
+    # A FIN changes state: punted, handled by the slow path, and the flow goes back to it.
+    fin = c2v(FIN | ACK, seq=1001 + len(REQ), ack=5001, opts=ack_opts(114, 1000), ident=0x1004)
+    got = via_batch(d, [fin], "eth0", 11.0)
+    assert [(i, f) for i, f, _ in got] == [(i, f) for i, f, _ in via_handle(ref, [fin], "eth0", 11.0)]
+    assert [fast for *_, fast in got] == [False]
+    assert c.fslot < 0 and c.state_name != "ESTABLISHED"
+    assert len(d.fast.table) == 0
+
+
+@pytest.mark.parametrize("mode", ["nat", "dr", "tun", "fullnat"])
+def test_batch_of_many_packets_matches_the_slow_path(mode):
+    """32 data packets in one batch, both directions mixed where the mode sees replies."""
+    d, ref = fresh(mode), fresh(mode)
+    c, rs = open_flow(d, mode)
+    open_flow(ref, mode)
+    frames = [c2v(ACK, seq=1001 + i, ack=5001, ident=0x3000 + i, payload=bytes([i]) * (i + 1)) for i in range(32)]
+    got = via_batch(d, frames, "eth0", 12.0)
+    assert all(fast for *_, fast in got) and len(got) == 32
+    assert [(i, f) for i, f, _ in got] == [(i, f) for i, f, _ in via_handle(ref, frames, "eth0", 12.0)]
+
+
+def test_fullnat_forged_toa_is_punted_and_stripped():
+    """A client TOA-kind option in an established flow: the fast path cannot strip, so it punts."""
+    d = fresh("fullnat")
+    c, rs = open_flow(d, "fullnat")
+    forged = c2v(ACK, seq=1001, ack=5001, opts=toa(1, "198.18.0.66"), ident=0x1005, payload=b"x")
+    got = via_batch(d, [forged], "eth0", 10.5)
+    assert [fast for *_, fast in got] == [False]
+    assert d.fast.stats()["punt_toa"] == 1 and d.events["toa_stripped"] == 1
+    out = got[0][1]
+    assert ip4("198.18.0.66") not in out  # the forged address never reaches the server
+
+
+def test_ttl_and_mtu_are_punted_to_the_slow_path():
+    d = fresh("nat")
+    c, rs = open_flow(d, "nat")
+    low = c2v(ACK, seq=1001, ack=5001, ident=0x1006, ttl=1)
+    got = via_batch(d, [low], "eth0", 10.5)
+    assert d.fast.stats()["punt_ttl"] == 1 and d.drops["ttl_exceeded"] == 1
+    assert [(i, f[23]) for i, f, _ in got] == [("eth0", 1)]  # ICMP time exceeded back to the client
+    big = c2v(ACK, seq=1001, ack=5001, ident=0x1007, payload=b"z" * 1500, df=True)
+    via_batch(d, [big], "eth0", 10.6)
+    assert d.fast.stats()["punt_mtu"] == 1 and d.drops["frag_needed"] == 1
+
+
+def test_udp_flow_is_fast_after_its_first_packet():
+    d, ref = fresh("nat"), fresh("nat")
+    frames = [udp_frame(C_MAC, D0_MAC, CIP, VIP, 5000, 53, b"q%d" % i, ident=i + 1) for i in range(4)]
+    first = via_batch(d, frames[:1], "eth0", 1.0)
+    rest = via_batch(d, frames[1:], "eth0", 1.1)
+    assert [fast for *_, fast in first + rest] == [False, True, True, True]
+    want = via_handle(ref, frames[:1], "eth0", 1.0) + via_handle(ref, frames[1:], "eth0", 1.1)
+    assert [(i, f) for i, f, _ in first + rest] == [(i, f) for i, f, _ in want]
+
+
+def test_removed_server_takes_its_flows_back():
+    d = fresh("nat")
+    c, rs = open_flow(d, "nat")
+    assert c.fslot >= 0
+    d.dest_unavailable(c.dest)
+    assert c.fslot < 0 and len(d.fast.table) == 0
+
+
+def test_moved_neighbour_takes_flows_back_and_the_new_mac_is_used():
+    d = fresh("nat")
+    c, rs = open_flow(d, "nat")
+    key = ("eth1", ip4(RIP[rs]))
+    d.neigh._static.discard(key)  # make the server's MAC a learned entry, as without [[neighbor]]
+    new_mac = "02:00:00:00:09:99"
+    d.handle(arp_frame(new_mac, D1_MAC, 2, new_mac, RIP[rs], D1_MAC, DIP1), "eth1", 10.4)
+    assert d.events["fast_evicted_neighbor"] == 1 and c.fslot < 0
+    q = dict(seq=1001, ack=5001, ident=0x1009, payload=b"a")
+    got = via_batch(d, [c2v(ACK, **q)], "eth0", 10.5)  # slow once (re-installs with the new MAC) ...
+    got += via_batch(d, [c2v(ACK, **q)], "eth0", 10.6)  # ... then fast again
+    want = tcp_frame(D1_MAC, new_mac, CIP, RIP[rs], CPORT, 8080, ACK, ttl=63, **q)
+    assert got == [("eth1", want, False), ("eth1", want, True)]
+
+
+def test_idle_fast_flow_expires_when_its_own_deadline_passes():
+    d = fresh("nat")
+    c, rs = open_flow(d, "nat")
+    via_batch(d, [c2v(ACK, seq=1001, ack=5001, ident=0x1008)], "eth0", 20.0)
+    d.tick(20.0 + 900 - 0.5)
+    assert c.alive
+    d.tick(20.0 + 900 + 0.5)
+    assert not c.alive and len(d.table) == 0 and len(d.fast.table) == 0
+    assert c.dest.active == 0 and c.dest.inactive == 0
