@@ -49,6 +49,36 @@ uint16_t pn_csum_replace_bytes(uint16_t check, const uint8_t *old, const uint8_t
     return (uint16_t)~pn_fold16(s);
 }
 
+/* The partial-checksum (offload) case: a frame the local stack handed over with CHECKSUM_PARTIAL
+ * (AF_PACKET TP_STATUS_CSUMNOTREADY) carries only the pseudo-header sum in its TCP/UDP checksum field.
+ * Recompute the field in full from the pseudo header and the segment (RFC 793 §3.1, RFC 768), which is right
+ * whatever partial value it held.  0 when the frame is not an unfragmented IPv4 TCP/UDP one (left alone). */
+int pn_complete_l4_checksum(uint8_t *f, size_t len)
+{
+    if (len < 34 || f[12] != 0x08 || f[13] != 0x00 || f[14] >> 4 != 4)
+        return 0;
+    size_t ihl = (size_t)(f[14] & 0x0F) * 4;
+    size_t total = (size_t)f[16] << 8 | f[17];
+    uint8_t proto = f[23];
+    size_t l4 = 14 + ihl, end = 14 + total, off;
+    if (total < ihl || end > len || (((size_t)f[20] << 8 | f[21]) & 0x3FFF))
+        return 0;
+    if (proto == 6 && end - l4 >= 20)
+        off = l4 + 16;
+    else if (proto == 17 && end - l4 >= 8)
+        off = l4 + 6;
+    else
+        return 0;
+    f[off] = f[off + 1] = 0;
+    uint64_t s = pn_csum_partial(f + 26, 8, 0) + proto + (end - l4);
+    uint16_t c = pn_csum_fold(pn_csum_partial(f + l4, end - l4, s));
+    if (proto == 17 && c == 0)
+        c = 0xFFFF; /* RFC 768: a computed 0 is sent as all ones */
+    f[off] = (uint8_t)(c >> 8);
+    f[off + 1] = (uint8_t)c;
+    return 1;
+}
+
 /* ---------------------------------------------------------------- SipHash-c-d, the reference algorithm */
 
 #define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))

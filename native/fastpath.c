@@ -84,6 +84,8 @@ static int one(pn_table *t, uint8_t *buf, size_t buflen, pn_desc *d, int ifindex
         return PN_PUNT_MALFORMED;
     uint8_t *f = buf + d->off;
     size_t len = d->len;
+    if (d->reason & PN_IN_CSUM_PARTIAL)
+        pn_complete_l4_checksum(f, len);
     if (len < ETH_HLEN || memcmp(f, in->mac, 6) != 0 || f[12] != 0x08 || f[13] != 0x00)
         return PN_PUNT_NOT_IPV4;
     uint8_t *ip = f + ETH_HLEN;
@@ -223,7 +225,15 @@ uint32_t pn_process(pn_table *t, uint8_t *buf, size_t buflen, pn_desc *desc, uin
     int ok_if = ifindex >= 0 && ifindex < PN_MAX_IFACES && t->ifaces[ifindex].used;
     for (uint32_t i = 0; i < n; i++) {
         pn_desc *d = &desc[i];
-        int r = ok_if ? one(t, buf, buflen, d, ifindex, now) : PN_PUNT_IFACE;
+        int r;
+        if (ok_if) {
+            r = one(t, buf, buflen, d, ifindex, now);
+        } else {
+            /* Still hand the slow path a frame with a whole checksum. */
+            if ((d->reason & PN_IN_CSUM_PARTIAL) && (size_t)d->off <= buflen && (size_t)d->len <= buflen - d->off)
+                pn_complete_l4_checksum(buf + d->off, d->len);
+            r = PN_PUNT_IFACE;
+        }
         if (r < 0) {
             d->reason = 0;
             t->forwarded++;

@@ -82,6 +82,16 @@ static PyObject *py_csum_replace_bytes(PyObject *self, PyObject *args)
     return r;
 }
 
+static PyObject *py_complete_checksum(PyObject *self, PyObject *arg)
+{
+    Py_buffer b;
+    if (PyObject_GetBuffer(arg, &b, PyBUF_WRITABLE) < 0)
+        return NULL;
+    int r = pn_complete_l4_checksum(b.buf, (size_t)b.len);
+    PyBuffer_Release(&b);
+    return PyBool_FromLong(r);
+}
+
 static PyObject *siphash_cd(PyObject *args, int c, int d)
 {
     Py_buffer k, m;
@@ -494,7 +504,7 @@ static PyMethodDef FT_methods[] = {
     {"expires", (PyCFunction)FT_expires, METH_O, "expires(slot) -> float"},
     {"set_expires", (PyCFunction)FT_set_expires, METH_VARARGS, "set_expires(slot, t)"},
     {"expire", (PyCFunction)FT_expire, METH_VARARGS, "expire(now, budget=all) -> removed slots"},
-    {"dest_counters", (PyCFunction)FT_dest_counters, METH_VARARGS | METH_KEYWORDS,
+    {"dest_counters", (PyCFunction)(void (*)(void))FT_dest_counters, METH_VARARGS | METH_KEYWORDS,
      "dest_counters(dest_id, reset=False) -> (pkts_in, pkts_out, bytes_in, bytes_out)"},
     {"process", (PyCFunction)FT_process, METH_VARARGS, "process(buf, desc, n, ifindex, now) -> punts"},
     {"stats", (PyCFunction)FT_stats, METH_NOARGS, "counters: forwarded, punt_<reason>"},
@@ -528,6 +538,8 @@ static PyMethodDef methods[] = {
     {"csum_replace2", py_csum_replace2, METH_VARARGS, "RFC 1624 update for a 16-bit field."},
     {"csum_replace4", py_csum_replace4, METH_VARARGS, "RFC 1624 update for a 32-bit field."},
     {"csum_replace_bytes", py_csum_replace_bytes, METH_VARARGS, "RFC 1624 update for an even run of bytes."},
+    {"complete_checksum", py_complete_checksum, METH_O,
+     "Fill in the TCP/UDP checksum of a CHECKSUM_PARTIAL IPv4 frame in full; False if not one."},
     {"siphash13", py_siphash13, METH_VARARGS, "SipHash-1-3(key16, data) -> 64-bit int."},
     {"siphash24", py_siphash24, METH_VARARGS, "SipHash-2-4(key16, data) -> 64-bit int."},
     {NULL}};
@@ -550,5 +562,6 @@ PyMODINIT_FUNC PyInit__native(void)
     PyModule_AddIntConstant(m, "DESC_SIZE", sizeof(pn_desc));
     PyModule_AddIntConstant(m, "ENTRY_SIZE", sizeof(pn_entry));
     PyModule_AddIntConstant(m, "MAX_INTERFACES", PN_MAX_IFACES);
+    PyModule_AddIntConstant(m, "IN_CSUM_PARTIAL", PN_IN_CSUM_PARTIAL);
     return m;
 }

@@ -17,6 +17,7 @@ uint16_t pn_csum_fold(uint64_t s);                                             /
 uint16_t pn_csum_replace2(uint16_t check, uint16_t old, uint16_t new_);
 uint16_t pn_csum_replace4(uint16_t check, uint32_t old, uint32_t new_);
 uint16_t pn_csum_replace_bytes(uint16_t check, const uint8_t *old, const uint8_t *new_, size_t len);
+int pn_complete_l4_checksum(uint8_t *frame, size_t len); /* CHECKSUM_PARTIAL frame -> full L4 checksum */
 
 /* ---------------------------------------------------------------- SipHash (Aumasson & Bernstein) */
 
@@ -94,7 +95,11 @@ typedef struct {
     uint64_t punts[PN_PUNT_NREASONS];
 } pn_table;
 
-/* One frame of a batch: the caller fills off/len; process() sets verdict (egress interface index >= 0, or
+/* Input flag in pn_desc.reason: the frame's L4 checksum is partial (TP_STATUS_CSUMNOTREADY); process()
+ * completes it first, whatever the verdict. */
+#define PN_IN_CSUM_PARTIAL 1u
+
+/* One frame of a batch: the caller fills off/len (and reason = input flags); process() sets verdict (egress interface index >= 0, or
  * -1 = punt to the slow path with reason), and may move off/len (TUN grows the frame 20 bytes to the left,
  * Ethernet padding is trimmed). */
 typedef struct {

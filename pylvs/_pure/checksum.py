@@ -19,6 +19,7 @@ __all__ = [
     "csum_replace2",
     "csum_replace4",
     "csum_replace_bytes",
+    "complete_checksum",
 ]
 
 _LITTLE = sys.byteorder == "little"
@@ -92,3 +93,33 @@ def csum_replace_bytes(check: int, old: bytes, new: bytes) -> int:
     """
     s = ((~check) & 0xFFFF) + ((~_fold(csum_partial(old))) & 0xFFFF) + csum_partial(new)
     return (~_fold(s)) & 0xFFFF
+
+
+def complete_checksum(frame) -> bool:
+    """Fill in the TCP/UDP checksum of an IPv4 frame in full; False when the frame is not one.
+
+    For frames the local stack handed over with CHECKSUM_PARTIAL (AF_PACKET TP_STATUS_CSUMNOTREADY): the
+    field holds only the pseudo-header sum.  Recomputing from scratch (pseudo header + the segment with the
+    field zeroed, RFC 793/768) is right whatever partial value it held.  ``frame`` is edited in place."""
+    if len(frame) < 34 or frame[12:14] != b"\x08\x00" or frame[14] >> 4 != 4:
+        return False
+    ihl = (frame[14] & 0x0F) * 4
+    total = int.from_bytes(frame[16:18], "big")
+    proto = frame[23]
+    l4 = 14 + ihl
+    end = 14 + total
+    if total < ihl or end > len(frame) or int.from_bytes(frame[20:22], "big") & 0x3FFF:
+        return False  # truncated, or a fragment: nothing to complete (the core will judge it)
+    if proto == 6 and end - l4 >= 20:
+        off = l4 + 16
+    elif proto == 17 and end - l4 >= 8:
+        off = l4 + 6
+    else:
+        return False
+    frame[off:off + 2] = b"\x00\x00"
+    s = pseudo_header_sum(bytes(frame[26:30]), bytes(frame[30:34]), proto, end - l4)
+    c = checksum(bytes(frame[l4:end]), s)
+    if proto == 17 and c == 0:
+        c = 0xFFFF  # RFC 768: a computed 0 is sent as all ones
+    frame[off:off + 2] = c.to_bytes(2, "big")
+    return True

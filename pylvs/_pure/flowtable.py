@@ -14,13 +14,14 @@ import os
 import struct
 import sys
 
-from pylvs._pure.checksum import csum_fold, csum_partial, csum_replace2, csum_replace_bytes, checksum
+from pylvs._pure.checksum import checksum, complete_checksum, csum_fold, csum_partial, csum_replace2, csum_replace_bytes
 from pylvs._pure.siphash import siphash13
 
 DESC = struct.Struct("=IIhH")  # struct pn_desc: off, len, verdict, reason
 DESC_SIZE = DESC.size
 ENTRY_SIZE = 64
 MAX_INTERFACES = 32
+IN_CSUM_PARTIAL = 1  # desc.reason on input: the L4 checksum is partial, complete it first
 
 NAT, DR, TUN, FULLNAT = range(4)
 IN, OUT = 0, 1
@@ -216,10 +217,12 @@ class FlowTable:
         punts = 0
         ok_if = ifindex in self._ifaces
         for i in range(n):
-            off, ln, _, _ = DESC.unpack_from(desc, i * DESC_SIZE)
+            off, ln, _, flags_in = DESC.unpack_from(desc, i * DESC_SIZE)
             if ok_if:
-                r, off, ln, egress = self._one(buf, off, ln, ifindex, now)
+                r, off, ln, egress = self._one(buf, off, ln, flags_in, ifindex, now)
             else:
+                if flags_in & IN_CSUM_PARTIAL and off <= len(buf) and ln <= len(buf) - off:
+                    complete_checksum(memoryview(buf)[off:off + ln])  # the slow path gets a whole checksum
                 r, egress = P_IFACE, -1
             if r < 0:
                 DESC.pack_into(desc, i * DESC_SIZE, off, ln, egress, 0)
@@ -230,10 +233,12 @@ class FlowTable:
                 punts += 1
         return punts
 
-    def _one(self, buf, off: int, ln: int, ifindex: int, now: float):
+    def _one(self, buf, off: int, ln: int, flags_in: int, ifindex: int, now: float):
         punt = (lambda r: (r, off, ln, -1))
         if off > len(buf) or ln > len(buf) - off:
             return punt(P_MALFORMED)
+        if flags_in & IN_CSUM_PARTIAL:
+            complete_checksum(memoryview(buf)[off:off + ln])
         in_mac = self._ifaces[ifindex][0]
         if ln < 14 or buf[off:off + 6] != in_mac or buf[off + 12:off + 14] != b"\x08\x00":
             return punt(P_NOT_IPV4)

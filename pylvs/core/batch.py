@@ -12,6 +12,9 @@ from typing import Iterator
 from pylvs.core.fastpath import DESC
 
 HEADROOM = 64
+#: input flag (descriptor ``reason`` before processing): the frame's TCP/UDP checksum is only partial
+#: (checksum offload, TP_STATUS_CSUMNOTREADY); the fast path completes it first, whatever it decides
+IN_CSUM_PARTIAL = 1
 
 
 class Batch:
@@ -32,8 +35,8 @@ class Batch:
         at = self.n * self.stride + HEADROOM
         return self.view[at:at + self.frame_room]
 
-    def commit(self, length: int) -> None:
-        DESC.pack_into(self.desc, self.n * DESC.size, self.n * self.stride + HEADROOM, length, -1, 0)
+    def commit(self, length: int, flags: int = 0) -> None:
+        DESC.pack_into(self.desc, self.n * DESC.size, self.n * self.stride + HEADROOM, length, -1, flags)
         self.n += 1
 
     def add(self, frame: bytes | bytearray) -> None:

@@ -29,6 +29,7 @@ import struct
 from collections import Counter
 
 from pylvs import native
+from pylvs.core.batch import IN_CSUM_PARTIAL
 from pylvs.io import bpf
 from pylvs.io.port import PortError
 
@@ -48,33 +49,10 @@ _ANC_SPACE = socket.CMSG_SPACE(_AUX.size)
 _TRANSIENT = (BlockingIOError, InterruptedError)
 
 
-def complete_checksum(frame: bytearray) -> bool:
-    """Fill in the TCP/UDP checksum of an IPv4 frame in full; False when the frame is not one.
-
-    Only called for frames flagged TP_STATUS_CSUMNOTREADY.  Recomputing from scratch (pseudo header + the
-    segment with the field zeroed, RFC 793/768) is right whatever partial value the field held."""
-    if len(frame) < 34 or frame[12:14] != b"\x08\x00" or frame[14] >> 4 != 4:
-        return False
-    ihl = (frame[14] & 0x0F) * 4
-    total = int.from_bytes(frame[16:18], "big")
-    proto = frame[23]
-    l4 = 14 + ihl
-    end = 14 + total
-    if total < ihl or end > len(frame) or int.from_bytes(frame[20:22], "big") & 0x3FFF:
-        return False  # truncated, or a fragment: nothing to complete (the core will judge it)
-    if proto == socket.IPPROTO_TCP and end - l4 >= 20:
-        off = l4 + 16
-    elif proto == socket.IPPROTO_UDP and end - l4 >= 8:
-        off = l4 + 6
-    else:
-        return False
-    frame[off:off + 2] = b"\x00\x00"
-    s = native.pseudo_header_sum(bytes(frame[26:30]), bytes(frame[30:34]), proto, end - l4)
-    c = native.checksum(frame[l4:end], s)
-    if proto == socket.IPPROTO_UDP and c == 0:
-        c = 0xFFFF  # RFC 768: a computed 0 is sent as all ones
-    frame[off:off + 2] = c.to_bytes(2, "big")
-    return True
+def complete_checksum(frame) -> bool:
+    """Fill in the TCP/UDP checksum of a TP_STATUS_CSUMNOTREADY frame in full (``native.complete_checksum``:
+    the C function or its pure twin); False when the frame is not an IPv4 TCP/UDP one."""
+    return native.complete_checksum(frame)
 
 
 class AfPacketPort:
@@ -218,11 +196,12 @@ class AfPacketPort:
             if status & TP_STATUS_VLAN_VALID:
                 c["rx_vlan_dropped"] += 1  # see recv_batch
                 continue
-            if status & TP_STATUS_CSUMNOTREADY and complete_checksum(mv[:n]):
-                c["csum_completed"] += 1
+            partial = status & TP_STATUS_CSUMNOTREADY
+            if partial:
+                c["csum_completed"] += 1  # completed by the fast path (IN_CSUM_PARTIAL), in C when native
             c["rx_frames"] += 1
             c["rx_bytes"] += n
-            batch.commit(n)
+            batch.commit(n, IN_CSUM_PARTIAL if partial else 0)
         return batch.n
 
     def send(self, frame) -> None:
