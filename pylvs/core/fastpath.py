@@ -140,6 +140,8 @@ class FastPath:
 
     def stats(self) -> dict:
         st = self.table.stats()
+        mem = self.table.memory_bytes()
         st.update(implementation=self.impl, flows=len(self.table), capacity=self.table.capacity,
-                  inserts_failed=self.inserts_failed)
+                  inserts_failed=self.inserts_failed, memory_bytes=mem,
+                  bytes_per_flow=mem // self.table.capacity)
         return st

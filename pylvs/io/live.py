@@ -96,6 +96,9 @@ def serve(cfg, *, host_setup: bool = False, stats_out: str | None = None,
         impl = f"{native.IMPLEMENTATION} ({native.REASON})"
         if native.IMPLEMENTATION != "native":
             log.warning("datapath implementation: %s", impl)
+        else:
+            log.info("datapath implementation: %s; fast path table: %d flows, %d bytes per flow",
+                     impl, director.fast.table.capacity, director.fast.stats()["bytes_per_flow"])
 
         def ready() -> None:
             desc = ", ".join(f"{p.name} ({p.kind}, {p.mac.hex(':')}, mtu {p.mtu})" for p in ports.values())
@@ -122,6 +125,11 @@ def _log_stats(st: dict) -> None:
         log.info("service %s: conns=%s pkts in/out=%s/%s", s["service"], s["conns"], s["pkts_in"], s["pkts_out"])
         for r in s["real_servers"]:
             log.info("  -> %s conns=%s pkts in/out=%s/%s", r["server"], r["conns"], r["pkts_in"], r["pkts_out"])
+    fp = st.get("fast_path")
+    if fp:
+        punts = {k[5:]: v for k, v in fp.items() if k.startswith("punt_") and v}
+        log.info("fast path (%s): forwarded=%s punted: %s", fp["implementation"], fp["forwarded"],
+                 ", ".join(f"{k}={v}" for k, v in sorted(punts.items())) or "none")
     if st["drops"]:
         log.info("drops: %s", ", ".join(f"{k}={v}" for k, v in sorted(st["drops"].items())))
     for name, c in st["ports"].items():

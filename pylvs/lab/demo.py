@@ -94,6 +94,11 @@ def _table(mode: str, http: dict, udp: dict, bulk: dict, stats: dict, requests: 
                  f"UDP echo {udp['ok']}/{udp['ok'] + udp['lost']}; "
                  f"bulk {bulk['bytes'] / 1e6:.0f} MB from {bulk.get('server', '?')} "
                  f"{'sha256 ok' if bulk['ok'] else 'CORRUPT/INCOMPLETE'} at {bulk['gbps']:.3f} Gb/s")
+    fp = stats.get("fast_path")
+    if fp:
+        fwd, punted = fp["forwarded"], sum(v for k, v in fp.items() if k.startswith("punt_"))
+        lines.append(f"  fast path ({fp['implementation']}): {fwd} frames forwarded, {punted} to the slow path "
+                     f"({100 * fwd / max(1, fwd + punted):.1f}% fast)")
     drops = stats.get("drops") or {}
     lines.append("  pylvs drops: " + (", ".join(f"{k}={v}" for k, v in drops.items()) or "none"))
     ports = stats.get("ports") or {}
