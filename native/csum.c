@@ -3,21 +3,43 @@
 #include <string.h>
 #include "pylvs_native.h"
 
+static inline uint16_t fold64(uint64_t s)
+{
+    s = (s & 0xFFFFFFFFu) + (s >> 32);
+    s = (s & 0xFFFFFFFFu) + (s >> 32);
+    s = (s & 0xFFFF) + (s >> 16);
+    s = (s & 0xFFFF) + (s >> 16);
+    return (uint16_t)s;
+}
+
 uint64_t pn_csum_partial(const uint8_t *d, size_t n, uint64_t s)
 {
-    /* Big-endian 16-bit words summed into 64 bits: no carry is lost before a fold (RFC 1071 §4.1). An
-     * odd last byte is the high half of a zero-padded word. */
+    /* 32-bit loads in the machine's byte order summed into 64 bits (no carry lost for any length we see),
+     * folded, then byte-swapped on a little-endian machine: the one's-complement sum is independent of
+     * byte order up to that swap (RFC 1071 §2(B)).  The value is congruent to the big-endian word sum
+     * modulo 0xFFFF, which is all a checksum keeps (fold it with pn_csum_fold). */
     size_t i = 0;
-    uint64_t acc = 0;
-    for (; i + 8 <= n; i += 8) {
-        acc += ((uint32_t)d[i] << 8 | d[i + 1]) + ((uint32_t)d[i + 2] << 8 | d[i + 3]) +
-               ((uint32_t)d[i + 4] << 8 | d[i + 5]) + ((uint32_t)d[i + 6] << 8 | d[i + 7]);
+    uint64_t a0 = 0, a1 = 0;
+    for (; i + 16 <= n; i += 16) {
+        uint32_t w[4];
+        memcpy(w, d + i, 16);
+        a0 += (uint64_t)w[0] + w[1];
+        a1 += (uint64_t)w[2] + w[3];
     }
+    for (; i + 4 <= n; i += 4) {
+        uint32_t w;
+        memcpy(&w, d + i, 4);
+        a0 += w;
+    }
+    uint64_t r = fold64(a0 + a1); /* each < 2^63 for any n below 2^33 bytes */
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    r = ((r & 0xFF) << 8) | (r >> 8);
+#endif
     for (; i + 2 <= n; i += 2)
-        acc += (uint32_t)d[i] << 8 | d[i + 1];
+        r += (uint32_t)d[i] << 8 | d[i + 1];
     if (i < n)
-        acc += (uint32_t)d[i] << 8;
-    return s + acc;
+        r += (uint32_t)d[i] << 8; /* an odd last byte is the high half of a zero-padded word (RFC 1071 §4.1) */
+    return s + r;
 }
 
 uint16_t pn_fold16(uint64_t s)
@@ -61,7 +83,7 @@ int pn_complete_l4_checksum(uint8_t *f, size_t len)
     size_t total = (size_t)f[16] << 8 | f[17];
     uint8_t proto = f[23];
     size_t l4 = 14 + ihl, end = 14 + total, off;
-    if (total < ihl || end > len || (((size_t)f[20] << 8 | f[21]) & 0x3FFF))
+    if (ihl < 20 || total < ihl || end > len || (((size_t)f[20] << 8 | f[21]) & 0x3FFF))
         return 0;
     if (proto == 6 && end - l4 >= 20)
         off = l4 + 16;

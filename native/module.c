@@ -241,17 +241,21 @@ static PyObject *FT_set_interface(FlowTable *s, PyObject *args)
 {
     int index;
     PyObject *mac, *addr;
-    unsigned int mtu;
-    if (!PyArg_ParseTuple(args, "iOOI", &index, &mac, &addr, &mtu))
+    long long mtu;
+    if (!PyArg_ParseTuple(args, "iOOL", &index, &mac, &addr, &mtu))
         return NULL;
     if (index < 0 || index >= PN_MAX_IFACES) {
         PyErr_Format(PyExc_ValueError, "interface index must be 0..%d", PN_MAX_IFACES - 1);
         return NULL;
     }
+    if (mtu < 1 || mtu > 65535) {
+        PyErr_SetString(PyExc_ValueError, "mtu must be 1..65535");
+        return NULL;
+    }
     pn_iface *i = &s->t.ifaces[index];
     if (get_mac(mac, i->mac) < 0 || get_addr(addr, &i->addr) < 0)
         return NULL;
-    i->mtu = mtu;
+    i->mtu = (uint32_t)mtu;
     i->used = 1;
     Py_RETURN_NONE;
 }
@@ -268,11 +272,15 @@ static PyObject *FT_set_timeouts(FlowTable *s, PyObject *args)
 
 static int parse_key(PyObject *args, uint8_t *proto, uint32_t *a, uint16_t *ap, uint32_t *b, uint16_t *bp)
 {
-    unsigned char pr;
+    int pr;
     PyObject *oa, *oap, *ob, *obp;
-    if (!PyArg_ParseTuple(args, "bOOOO", &pr, &oa, &oap, &ob, &obp))
+    if (!PyArg_ParseTuple(args, "iOOOO", &pr, &oa, &oap, &ob, &obp))
         return -1;
-    *proto = pr;
+    if (pr < 0 || pr > 255) {
+        PyErr_SetString(PyExc_ValueError, "proto must be 0..255");
+        return -1;
+    }
+    *proto = (uint8_t)pr;
     if (get_addr(oa, a) < 0 || get_port(oap, ap) < 0 || get_addr(ob, b) < 0 || get_port(obp, bp) < 0)
         return -1;
     return 0;
@@ -300,21 +308,29 @@ static PyObject *FT_lookup(FlowTable *s, PyObject *args)
 
 static PyObject *FT_insert(FlowTable *s, PyObject *args)
 {
-    unsigned char proto, mode;
+    int proto, mode;
     PyObject *ca, *cp, *va, *vp, *la, *lp, *da, *dp;
     int has_out;
     double expires;
-    if (!PyArg_ParseTuple(args, "bOOOOOOOObpd", &proto, &ca, &cp, &va, &vp, &la, &lp, &da, &dp, &mode, &has_out,
+    if (!PyArg_ParseTuple(args, "iOOOOOOOOipd", &proto, &ca, &cp, &va, &vp, &la, &lp, &da, &dp, &mode, &has_out,
                           &expires))
         return NULL;
+    if (proto < 0 || proto > 255) {
+        PyErr_SetString(PyExc_ValueError, "proto must be 0..255");
+        return NULL;
+    }
+    if (mode < 0 || mode > 3) {
+        PyErr_SetString(PyExc_ValueError, "mode must be 0..3 (nat, dr, tun, fullnat)");
+        return NULL;
+    }
     uint32_t caddr, vaddr, laddr, daddr;
     uint16_t cport, vport, lport, dport;
     if (get_addr(ca, &caddr) < 0 || get_port(cp, &cport) < 0 || get_addr(va, &vaddr) < 0 ||
         get_port(vp, &vport) < 0 || get_addr(la, &laddr) < 0 || get_port(lp, &lport) < 0 ||
         get_addr(da, &daddr) < 0 || get_port(dp, &dport) < 0)
         return NULL;
-    int64_t r = pn_insert(&s->t, proto, caddr, cport, vaddr, vport, laddr, lport, daddr, dport, mode, has_out,
-                          expires);
+    int64_t r = pn_insert(&s->t, (uint8_t)proto, caddr, cport, vaddr, vport, laddr, lport, daddr, dport,
+                          (uint8_t)mode, has_out, expires);
     if (r == -3) {
         PyErr_SetString(PyExc_ValueError, "mode must be 0..3 (nat, dr, tun, fullnat)");
         return NULL;
@@ -324,10 +340,11 @@ static PyObject *FT_insert(FlowTable *s, PyObject *args)
 
 static PyObject *FT_remove(FlowTable *s, PyObject *arg)
 {
-    Py_ssize_t slot = PyLong_AsSsize_t(arg);
+    int overflow = 0;
+    long long slot = PyLong_AsLongLongAndOverflow(arg, &overflow);
     if (slot == -1 && PyErr_Occurred())
         return NULL;
-    if (slot < 0 || (size_t)slot >= s->t.hw)
+    if (overflow || slot < 0 || (unsigned long long)slot >= s->t.hw)
         Py_RETURN_FALSE;
     return PyBool_FromLong(pn_remove(&s->t, (uint32_t)slot));
 }
@@ -344,10 +361,10 @@ static PyObject *FT_get(FlowTable *s, PyObject *arg)
         return NULL;
     pn_entry *e = &s->t.e[slot];
     return Py_BuildValue(
-        "{sisNsisNsisNsisNsisisisisdsisisNsNsisi}", "proto", e->proto, "caddr", addr_bytes(e->caddr), "cport",
+        "{sisNsisNsisNsisNsisisNsNsdsisisNsNsisi}", "proto", e->proto, "caddr", addr_bytes(e->caddr), "cport",
         ntohs(e->cport), "vaddr", addr_bytes(e->vaddr), "vport", ntohs(e->vport), "laddr", addr_bytes(e->laddr),
         "lport", ntohs(e->lport), "daddr", addr_bytes(e->daddr), "dport", ntohs(e->dport), "mode", e->mode,
-        "has_out", !!(e->flags & PN_F_HAS_OUT), "fast", !!(e->flags & PN_F_FAST), "expires", e->expires, "in_if",
+        "has_out", PyBool_FromLong(e->flags & PN_F_HAS_OUT), "fast", PyBool_FromLong(e->flags & PN_F_FAST), "expires", e->expires, "in_if",
         e->in_if, "out_if", e->out_if, "client_mac", mac_bytes(e->client_mac), "rs_mac", mac_bytes(e->rs_mac),
         "dest_id", e->dest_id, "toa_kind", e->toa_kind);
 }
@@ -413,10 +430,14 @@ static PyObject *FT_set_expires(FlowTable *s, PyObject *args)
 static PyObject *FT_expire(FlowTable *s, PyObject *args)
 {
     double now;
-    unsigned long budget = 0xFFFFFFFFul;
-    if (!PyArg_ParseTuple(args, "d|k", &now, &budget))
+    long long budget = 0xFFFFFFFFll;
+    if (!PyArg_ParseTuple(args, "d|L", &now, &budget))
         return NULL;
-    uint32_t cap = budget < s->t.hw ? (uint32_t)budget : s->t.hw;
+    if (budget < 0) {
+        PyErr_SetString(PyExc_ValueError, "budget must be >= 0");
+        return NULL;
+    }
+    uint32_t cap = (unsigned long long)budget < s->t.hw ? (uint32_t)budget : s->t.hw;
     uint32_t *out = PyMem_Malloc(((size_t)cap + 1) * sizeof(uint32_t));
     if (!out)
         return PyErr_NoMemory();

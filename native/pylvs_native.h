@@ -27,7 +27,12 @@ uint64_t pn_siphash(const uint8_t key[16], const uint8_t *data, size_t len, int 
 
 enum { PN_NAT = 0, PN_DR = 1, PN_TUN = 2, PN_FULLNAT = 3 };
 enum { PN_DIR_IN = 0, PN_DIR_OUT = 1 };
-#define PN_NIL 0xFFFFFFFFu
+/* A hash-chain link names an entry and which of its two keys: (slot << 1 | dir) + 1.  0 is the end of a chain,
+ * so zeroed memory is an empty table (the kernel's lazy zero pages: nothing to initialise). */
+#define PN_NIL 0u
+#define PN_LINK(slot, dir) ((((uint32_t)(slot)) << 1 | (uint32_t)(dir)) + 1u)
+#define PN_LSLOT(link) (((link) - 1u) >> 1)
+#define PN_LDIR(link) ((int)(((link) - 1u) & 1u))
 #define PN_MAX_IFACES 32
 #define PN_F_USED 1u
 #define PN_F_HAS_OUT 2u
@@ -86,6 +91,7 @@ typedef struct {
     uint32_t ndests;
     pn_entry *e;
     uint32_t *buckets;
+    size_t e_map, b_map; /* bytes mapped for e and buckets (0: allocated with calloc) */
     uint32_t *freelist; /* stack of released slots */
     pn_counters *dests;
     uint8_t key[16];
@@ -99,7 +105,11 @@ typedef struct {
  * completes it first, whatever the verdict. */
 #define PN_IN_CSUM_PARTIAL 1u
 
-/* One frame of a batch: the caller fills off/len (and reason = input flags); process() sets verdict (egress interface index >= 0, or
+/* Frames may sit anywhere in the buffer (every access is bounds-checked against buflen); laid out in
+ * ascending order with at least 20 bytes between them (pylvs.core.batch does), they are processed in staged
+ * groups, otherwise one at a time — the same result either way.
+ *
+ * One frame of a batch: the caller fills off/len (and reason = input flags); process() sets verdict (egress interface index >= 0, or
  * -1 = punt to the slow path with reason), and may move off/len (TUN grows the frame 20 bytes to the left,
  * Ethernet padding is trimmed). */
 typedef struct {
@@ -119,6 +129,9 @@ int64_t pn_insert(pn_table *t, uint8_t proto, uint32_t caddr, uint16_t cport, ui
                   double expires);
 /* slot << 1 | dir, or -1 */
 int64_t pn_lookup(const pn_table *t, uint8_t proto, uint32_t src, uint16_t sport, uint32_t dst, uint16_t dport);
+/* The same walk from a chain head already read (the fast path reads heads ahead, see fastpath.c). */
+int64_t pn_lookup_from(const pn_table *t, uint32_t link, uint8_t proto, uint32_t src, uint16_t sport,
+                       uint32_t dst, uint16_t dport);
 int pn_remove(pn_table *t, uint32_t slot);
 /* Sweep up to budget slots from the cursor; expired slots are removed and written to out (max budget). */
 uint32_t pn_expire(pn_table *t, double now, uint32_t budget, uint32_t *out);

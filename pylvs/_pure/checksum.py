@@ -91,6 +91,8 @@ def csum_replace_bytes(check: int, old: bytes, new: bytes) -> int:
     ``old`` and ``new`` must have the same even length and start at an even
     offset within the checksummed data.
     """
+    if len(old) != len(new) or len(old) % 2:
+        raise ValueError("old and new must have the same even length")
     s = ((~check) & 0xFFFF) + ((~_fold(csum_partial(old))) & 0xFFFF) + csum_partial(new)
     return (~_fold(s)) & 0xFFFF
 
@@ -101,6 +103,8 @@ def complete_checksum(frame) -> bool:
     For frames the local stack handed over with CHECKSUM_PARTIAL (AF_PACKET TP_STATUS_CSUMNOTREADY): the
     field holds only the pseudo-header sum.  Recomputing from scratch (pseudo header + the segment with the
     field zeroed, RFC 793/768) is right whatever partial value it held.  ``frame`` is edited in place."""
+    if memoryview(frame).readonly:
+        raise BufferError("Object is not writable.")
     if len(frame) < 34 or frame[12:14] != b"\x08\x00" or frame[14] >> 4 != 4:
         return False
     ihl = (frame[14] & 0x0F) * 4
@@ -108,8 +112,8 @@ def complete_checksum(frame) -> bool:
     proto = frame[23]
     l4 = 14 + ihl
     end = 14 + total
-    if total < ihl or end > len(frame) or int.from_bytes(frame[20:22], "big") & 0x3FFF:
-        return False  # truncated, or a fragment: nothing to complete (the core will judge it)
+    if ihl < 20 or total < ihl or end > len(frame) or int.from_bytes(frame[20:22], "big") & 0x3FFF:
+        return False  # bad header, truncated, or a fragment: nothing to complete (the core will judge it)
     if proto == 6 and end - l4 >= 20:
         off = l4 + 16
     elif proto == 17 and end - l4 >= 8:

@@ -54,6 +54,12 @@ def _port(p: int) -> int:
     return p
 
 
+def _proto(p: int) -> int:
+    if not 0 <= p <= 255:
+        raise ValueError("proto must be 0..255")
+    return p
+
+
 def _mac(m) -> bytes:
     m = bytes(m)
     if len(m) != 6:
@@ -103,6 +109,8 @@ class FlowTable:
     def set_interface(self, index: int, mac, addr, mtu: int) -> None:
         if not 0 <= index < MAX_INTERFACES:
             raise ValueError(f"interface index must be 0..{MAX_INTERFACES - 1}")
+        if not 1 <= mtu <= 65535:
+            raise ValueError("mtu must be 1..65535")
         self._ifaces[index] = (_mac(mac), _addr(addr), int(mtu))
 
     def set_timeouts(self, tcp: float, udp: float) -> None:
@@ -110,12 +118,13 @@ class FlowTable:
         self._udp_timeout = float(udp)
 
     def hash(self, proto: int, a, ap: int, b, bp: int) -> int:
+        _proto(proto)
         msg = bytes([proto]) + _addr(a) + _addr(b) + _u16.pack(_port(ap)) + _u16.pack(_port(bp))
         return siphash13(self._key, msg)
 
     def insert(self, proto, caddr, cport, vaddr, vport, laddr, lport, daddr, dport, mode, has_out,
                expires) -> int:
-        ik = (proto, _addr(caddr), _port(cport), _addr(vaddr), _port(vport))
+        ik = (_proto(proto), _addr(caddr), _port(cport), _addr(vaddr), _port(vport))
         ok = (proto, _addr(daddr), _port(dport), _addr(laddr), _port(lport))
         if not 0 <= mode <= FULLNAT:
             raise ValueError("mode must be 0..3 (nat, dr, tun, fullnat)")
@@ -144,15 +153,17 @@ class FlowTable:
         return slot
 
     def lookup(self, proto: int, src, sport: int, dst, dport: int) -> int:
-        return self._index.get((proto, _addr(src), _port(sport), _addr(dst), _port(dport)), -1)
+        return self._index.get((_proto(proto), _addr(src), _port(sport), _addr(dst), _port(dport)), -1)
 
     def remove(self, slot: int) -> bool:
         e = self._e.pop(slot, None)
         if e is None:
             return False
-        del self._index[(e.proto, e.caddr, e.cport, e.vaddr, e.vport)]
+        # pop, not del: a flow whose outbound tuple equals its inbound one holds a single index entry here
+        # (C links it twice into one chain and unlinks both)
+        self._index.pop((e.proto, e.caddr, e.cport, e.vaddr, e.vport), None)
         if e.has_out:
-            del self._index[(e.proto, e.daddr, e.dport, e.laddr, e.lport)]
+            self._index.pop((e.proto, e.daddr, e.dport, e.laddr, e.lport), None)
         self._free.append(slot)
         return True
 
@@ -185,6 +196,8 @@ class FlowTable:
         self._entry(slot).expires = float(t)
 
     def expire(self, now: float, budget: int = 0xFFFFFFFF) -> list[int]:
+        if budget < 0:
+            raise ValueError("budget must be >= 0")
         out = []
         hw = self._hw
         for _ in range(min(budget, hw)):
@@ -212,6 +225,8 @@ class FlowTable:
     # ---------------------------------------------------------------- fast path
 
     def process(self, buf, desc, n: int, ifindex: int, now: float) -> int:
+        if memoryview(buf).readonly or memoryview(desc).readonly:
+            raise TypeError("process() needs writable buffers")
         if n < 0 or len(desc) < n * DESC_SIZE:
             raise ValueError("desc holds fewer than n descriptors")
         punts = 0
@@ -296,7 +311,7 @@ class FlowTable:
         if routed and buf[ip + 8] <= 1:
             return punt(P_TTL)
         encap = d == IN and e.mode == TUN
-        if total > out[2] - (20 if encap else 0):
+        if total + (20 if encap else 0) > min(out[2], 65535):
             return punt(P_MTU)
         if d == IN and e.mode == FULLNAT and proto == 6 and e.toa_kind and _has_option(
                 buf, l4 + 20, l4 + doff, e.toa_kind):

@@ -470,10 +470,15 @@ class Director:
             return self._drop("no_route")
         ifname, nexthop = route
         egress = self.ifaces[ifname]
+        if rule.encap and p.ip_len > 0xFFFF - IPIP_OVERHEAD and not p.df:
+            # No IPv4 datagram is longer than 65535 bytes: this one cannot be encapsulated whole, and
+            # fragmenting the outer header is not done (IPVS's tunnel transmitter gives up too).
+            return self._drop("frag_needed")
         prev_state = c.state
         # Errors about packets to the VIP come from the VIP, as Linux sources
         # errors about local destinations from that destination.
-        stop = self._advance(c, p, iface, IN, egress.mtu - (IPIP_OVERHEAD if rule.encap else 0), p.dst, now)
+        room = min(egress.mtu, 0xFFFF) - (IPIP_OVERHEAD if rule.encap else 0)
+        stop = self._advance(c, p, iface, IN, room, p.dst, now)
         if stop is not None:
             return stop
         xlate_in(c, rule, p.buf, p.l3, p.l4, p.proto)
