@@ -131,9 +131,35 @@ class AfPacketPort:
     def fileno(self) -> int:
         return self.sock.fileno()
 
+    def _accept(self, n: int, anc, flags: int, addr, room: int) -> int | None:
+        """The auxdata status of a received frame, or None (counted) when it is not one to forward."""
+        c = self.counters
+        if addr[2] == bpf.PACKET_OUTGOING:
+            c["rx_outgoing_ignored"] += 1
+            return None
+        if flags & socket.MSG_TRUNC or n > room:
+            # Longer than the MTU: a GRO/TSO super-frame (see io/ethtool.py).  Counted, never forwarded
+            # cut short.
+            c["rx_oversize"] += 1
+            return None
+        status = 0
+        for level, typ, cdata in anc:
+            if level == SOL_PACKET and typ == PACKET_AUXDATA and len(cdata) >= _AUX.size:
+                status = _AUX.unpack_from(cdata)[0]
+        if status & TP_STATUS_VLAN_VALID:
+            # The kernel stripped an 802.1Q tag into the auxdata: the frame belongs to a VLAN, not to
+            # this (untagged) interface.  Forwarding it untagged would leak it across; VLANs are not
+            # supported yet, so it is counted and left alone.
+            c["rx_vlan_dropped"] += 1
+            return None
+        if status & TP_STATUS_CSUMNOTREADY:
+            c["csum_completed"] += 1
+        c["rx_frames"] += 1
+        c["rx_bytes"] += n
+        return status
+
     def recv_batch(self, max_frames: int) -> list[bytearray]:
         out: list[bytearray] = []
-        c = self.counters
         size = self.mtu + 14 + 4 + 64  # Ethernet header, a VLAN tag, slack; larger frames are truncated
         for _ in range(max_frames):
             try:
@@ -141,67 +167,33 @@ class AfPacketPort:
             except _TRANSIENT:
                 break
             except OSError:
-                c["rx_errors"] += 1
+                self.counters["rx_errors"] += 1
                 break
-            if addr[2] == bpf.PACKET_OUTGOING:
-                c["rx_outgoing_ignored"] += 1
-                continue
-            if flags & socket.MSG_TRUNC:
-                # Longer than the MTU: a GRO/TSO super-frame (see io/ethtool.py).  Counted, never forwarded
-                # cut short.
-                c["rx_oversize"] += 1
-                continue
-            status = 0
-            for level, typ, cdata in anc:
-                if level == SOL_PACKET and typ == PACKET_AUXDATA and len(cdata) >= _AUX.size:
-                    status = _AUX.unpack_from(cdata)[0]
-            if status & TP_STATUS_VLAN_VALID:
-                # The kernel stripped an 802.1Q tag into the auxdata: the frame belongs to a VLAN, not to
-                # this (untagged) interface.  Forwarding it untagged would leak it across; VLANs are not
-                # supported yet, so it is counted and left alone.
-                c["rx_vlan_dropped"] += 1
+            status = self._accept(len(data), anc, flags, addr, size)
+            if status is None:
                 continue
             frame = bytearray(data)
-            if status & TP_STATUS_CSUMNOTREADY and complete_checksum(frame):
-                c["csum_completed"] += 1
-            c["rx_frames"] += 1
-            c["rx_bytes"] += len(frame)
+            if status & TP_STATUS_CSUMNOTREADY:
+                complete_checksum(frame)
             out.append(frame)
         return out
 
     def recv_into_batch(self, batch, max_frames: int) -> int:
-        """Like :meth:`recv_batch`, but straight into ``batch``'s slots (no bytes object per frame)."""
-        c = self.counters
+        """Like :meth:`recv_batch`, but straight into ``batch``'s slots (no bytes object per frame); a
+        partial checksum is left for the fast path to complete (IN_CSUM_PARTIAL), in C when native."""
         batch.clear()
         room = min(batch.frame_room, self.mtu + 14 + 4 + 64)
         for _ in range(min(max_frames, batch.size)):
-            mv = batch.room()[:room]
             try:
-                n, anc, flags, addr = self.sock.recvmsg_into([mv], _ANC_SPACE, socket.MSG_TRUNC)
+                n, anc, flags, addr = self.sock.recvmsg_into([batch.room()[:room]], _ANC_SPACE, socket.MSG_TRUNC)
             except _TRANSIENT:
                 break
             except OSError:
-                c["rx_errors"] += 1
+                self.counters["rx_errors"] += 1
                 break
-            if addr[2] == bpf.PACKET_OUTGOING:
-                c["rx_outgoing_ignored"] += 1
-                continue
-            if flags & socket.MSG_TRUNC or n > room:
-                c["rx_oversize"] += 1  # a super-frame (see recv_batch); never forwarded cut short
-                continue
-            status = 0
-            for level, typ, cdata in anc:
-                if level == SOL_PACKET and typ == PACKET_AUXDATA and len(cdata) >= _AUX.size:
-                    status = _AUX.unpack_from(cdata)[0]
-            if status & TP_STATUS_VLAN_VALID:
-                c["rx_vlan_dropped"] += 1  # see recv_batch
-                continue
-            partial = status & TP_STATUS_CSUMNOTREADY
-            if partial:
-                c["csum_completed"] += 1  # completed by the fast path (IN_CSUM_PARTIAL), in C when native
-            c["rx_frames"] += 1
-            c["rx_bytes"] += n
-            batch.commit(n, IN_CSUM_PARTIAL if partial else 0)
+            status = self._accept(n, anc, flags, addr, room)
+            if status is not None:
+                batch.commit(n, IN_CSUM_PARTIAL if status & TP_STATUS_CSUMNOTREADY else 0)
         return batch.n
 
     def send(self, frame) -> None:
