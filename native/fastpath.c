@@ -97,7 +97,7 @@ static int has_option(const uint8_t *opt, size_t len, uint8_t kind)
 
 /* A frame between the two halves of the work: parsed and validated, its key hashed. */
 typedef struct {
-    uint8_t *f, *ip, *l4, *csum;
+    uint8_t *base, *f, *ip, *l4, *csum;
     size_t total, doff;
     uint64_t hash;
     uint32_t src, dst, link;
@@ -153,6 +153,7 @@ static int parse(pn_table *t, uint8_t *buf, size_t buflen, pn_desc *d, int ifind
     } else {
         return PN_PUNT_PROTO;
     }
+    p->base = buf;
     p->f = f;
     p->ip = ip;
     p->l4 = l4;
@@ -198,7 +199,10 @@ static int finish(pn_table *t, pn_desc *d, pkt *p, double now)
     if (dir == PN_DIR_IN && e->mode == PN_FULLNAT && p->proto == 6 && e->toa_kind &&
         has_option(l4 + 20, p->doff - 20, e->toa_kind))
         return PN_PUNT_TOA;
-    if (encap && d->off < 20)
+    /* The frame's offset as parsed (p->f), not re-read from the descriptor: nothing the rewrite touches can
+     * move it. */
+    size_t off = (size_t)(f - p->base);
+    if (encap && off < 20)
         return PN_PUNT_HEADROOM;
 
     /* Decided: forward.  From here on the frame is edited. */
@@ -252,11 +256,12 @@ static int finish(pn_table *t, pn_desc *d, pkt *p, double now)
         memcpy(o + 16, &e->daddr, 4);
         wr16(o + 10, pn_csum_fold(pn_csum_partial(o, 20, 0)));
         f = nf;
-        d->off -= 20;
+        off -= 20;
         len += 20;
     }
     memcpy(f, dir == PN_DIR_IN ? e->rs_mac : e->client_mac, 6);
     memcpy(f + 6, out->mac, 6);
+    d->off = (uint32_t)off;
     d->len = (uint32_t)len;
     d->verdict = (int16_t)egress;
     return -1;
@@ -296,9 +301,11 @@ static int staged_ok(const pn_desc *d, uint32_t m)
  * use).  The first two passes change nothing, the last runs in arrival order, and frames that could see
  * each other's edits go one at a time (staged_ok), so the result is what one-at-a-time processing gives:
  * what the pure twin does. */
-uint32_t pn_process(pn_table *t, uint8_t *buf, size_t buflen, pn_desc *desc, uint32_t n, int ifindex, double now)
+static uint32_t process(pn_table *t, uint8_t *buf, size_t buflen, pn_desc *desc, uint32_t n, int ifindex,
+                        double now, int stop, uint32_t *consumed)
 {
     uint32_t punts = 0;
+    *consumed = n;
     int ok_if = ifindex >= 0 && ifindex < PN_MAX_IFACES && t->ifaces[ifindex].used;
     pkt pk[STAGE];
     int r[STAGE];
@@ -313,6 +320,10 @@ uint32_t pn_process(pn_table *t, uint8_t *buf, size_t buflen, pn_desc *desc, uin
                     rr = finish(t, &dd[j], &pk[0], now);
                 }
                 record(t, &dd[j], rr, &punts);
+                if (stop && rr >= 0) {
+                    *consumed = base + j + 1;
+                    return punts;
+                }
             }
             continue;
         }
@@ -341,7 +352,37 @@ uint32_t pn_process(pn_table *t, uint8_t *buf, size_t buflen, pn_desc *desc, uin
             if (r[j] < 0)
                 r[j] = finish(t, &dd[j], &pk[j], now);
             record(t, &dd[j], r[j], &punts);
+            if (stop && r[j] >= 0) {
+                *consumed = base + j + 1;
+                return punts;
+            }
         }
     }
     return punts;
+}
+
+uint32_t pn_process(pn_table *t, uint8_t *buf, size_t buflen, pn_desc *desc, uint32_t n, int ifindex, double now)
+{
+    uint32_t consumed;
+    return process(t, buf, buflen, desc, n, ifindex, now, 0, &consumed);
+}
+
+/* For a caller that must see every frame's effect in arrival order (the Director: a punted FIN or ARP
+ * reply changes what the next frames of the batch should get): stop right after the first punt.  Partial
+ * checksums of the whole batch are completed first (and their flags cleared), so frames a group parsed
+ * beyond the punt carry no half-done work into the next call. */
+uint32_t pn_process_until_punt(pn_table *t, uint8_t *buf, size_t buflen, pn_desc *desc, uint32_t n, int ifindex,
+                               double now)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        pn_desc *d = &desc[i];
+        if (d->reason & PN_IN_CSUM_PARTIAL) {
+            if ((size_t)d->off <= buflen && (size_t)d->len <= buflen - d->off)
+                pn_complete_l4_checksum(buf + d->off, d->len);
+            d->reason &= (uint16_t)~PN_IN_CSUM_PARTIAL;
+        }
+    }
+    uint32_t consumed;
+    process(t, buf, buflen, desc, n, ifindex, now, 1, &consumed);
+    return consumed;
 }

@@ -57,6 +57,7 @@ int pn_table_init(pn_table *t, uint32_t capacity, const uint8_t key[16], uint32_
     t->dests = calloc(ndests, sizeof(pn_counters));
     if (!t->e || !t->buckets || !t->freelist || !t->dests) {
         pn_table_free(t);
+        memset(t, 0, sizeof(*t));
         return -1;
     }
     t->tcp_timeout = 900.0;

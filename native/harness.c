@@ -1298,12 +1298,48 @@ static void run_and_check(pn_table *t, uint8_t *buf, size_t buflen, pn_desc *d, 
     if (n)
         memcpy(d2, d, n * sizeof(pn_desc));
 
+    pn_table t3;
+    table_clone(&t3, t);
+    uint8_t *buf3 = exact_alloc(buflen);
+    if (buflen)
+        memcpy(buf3, buf, buflen);
+    pn_desc *d3 = (pn_desc *)xmalloc((n ? n : 1) * sizeof(pn_desc));
+    if (n)
+        memcpy(d3, d, n * sizeof(pn_desc));
+
     uint32_t punts = pn_process(t, buf, buflen, d, n, ifindex, now);
 
     check_sequential(t, buf, d, &t2, buf2, d2, buflen, n, ifindex, now, disjoint);
     pn_table_free(&t2);
     free(buf2);
     free(d2);
+
+    /* pn_process_until_punt, called until the batch is consumed (as the Director does): each call stops
+     * right after its first punt; for a disjoint layout the outcome is the batch's. */
+    for (uint32_t i = 0, calls = 0; i < n; calls++) {
+        CHECK(calls < n, "until_punt: more calls than frames");
+        uint32_t k = pn_process_until_punt(&t3, buf3, buflen, d3 + i, n - i, ifindex, now);
+        CHECK(k >= 1 && k <= n - i, "until_punt consumed %u of %u", k, n - i);
+        for (uint32_t j = i; j + 1 < i + k; j++)
+            CHECK(d3[j].verdict >= 0, "until_punt went past a punt at %u", j);
+        CHECK(i + k == n || d3[i + k - 1].verdict < 0, "until_punt stopped at %u without a punt", i + k - 1);
+        i += k;
+    }
+    if (disjoint) {
+        CHECK(buflen == 0 || memcmp(buf3, buf, buflen) == 0, "until_punt: buffer differs from the batch");
+        for (uint32_t i = 0; i < n; i++)
+            CHECK(d3[i].off == d[i].off && d3[i].len == d[i].len && d3[i].verdict == d[i].verdict &&
+                      d3[i].reason == d[i].reason,
+                  "until_punt: descriptor %u differs from the batch", i);
+        CHECK(t3.forwarded == t->forwarded && memcmp(t3.punts, t->punts, sizeof(t->punts)) == 0 &&
+                  memcmp(t3.dests, t->dests, t->ndests * sizeof(pn_counters)) == 0,
+              "until_punt: counters differ from the batch");
+        for (uint32_t s = 0; s < t->capacity; s++)
+            CHECK(t3.e[s].expires == t->e[s].expires, "until_punt: expiry of slot %u differs", s);
+    }
+    pn_table_free(&t3);
+    free(buf3);
+    free(d3);
 
     /* Structure, always. */
     uint32_t nfwd = 0;

@@ -123,6 +123,15 @@ typedef struct {
     int ready;
 } FlowTable;
 
+/* A FlowTable made without __init__ (FlowTable.__new__), or whose re-__init__ failed, has no arrays. */
+#define READY(s)                                                                                           \
+    do {                                                                                                   \
+        if (!(s)->ready) {                                                                                 \
+            PyErr_SetString(PyExc_RuntimeError, "FlowTable is not initialised");                          \
+            return NULL;                                                                                   \
+        }                                                                                                  \
+    } while (0)
+
 static int get_addr(PyObject *o, uint32_t *out)
 {
     Py_buffer b;
@@ -234,11 +243,13 @@ static PyObject *FT_key(FlowTable *s, void *c) { return PyBytes_FromStringAndSiz
 
 static PyObject *FT_memory_bytes(FlowTable *s, PyObject *unused)
 {
+    READY(s);
     return PyLong_FromSize_t(pn_table_memory(&s->t));
 }
 
 static PyObject *FT_set_interface(FlowTable *s, PyObject *args)
 {
+    READY(s);
     int index;
     PyObject *mac, *addr;
     long long mtu;
@@ -252,9 +263,13 @@ static PyObject *FT_set_interface(FlowTable *s, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "mtu must be 1..65535");
         return NULL;
     }
+    uint8_t m6[6];
+    uint32_t a4;
+    if (get_mac(mac, m6) < 0 || get_addr(addr, &a4) < 0)
+        return NULL; /* nothing changed */
     pn_iface *i = &s->t.ifaces[index];
-    if (get_mac(mac, i->mac) < 0 || get_addr(addr, &i->addr) < 0)
-        return NULL;
+    memcpy(i->mac, m6, 6);
+    i->addr = a4;
     i->mtu = (uint32_t)mtu;
     i->used = 1;
     Py_RETURN_NONE;
@@ -262,6 +277,7 @@ static PyObject *FT_set_interface(FlowTable *s, PyObject *args)
 
 static PyObject *FT_set_timeouts(FlowTable *s, PyObject *args)
 {
+    READY(s);
     double tcp, udp;
     if (!PyArg_ParseTuple(args, "dd", &tcp, &udp))
         return NULL;
@@ -288,6 +304,7 @@ static int parse_key(PyObject *args, uint8_t *proto, uint32_t *a, uint16_t *ap, 
 
 static PyObject *FT_hash(FlowTable *s, PyObject *args)
 {
+    READY(s);
     uint8_t proto;
     uint32_t a, b;
     uint16_t ap, bp;
@@ -298,6 +315,7 @@ static PyObject *FT_hash(FlowTable *s, PyObject *args)
 
 static PyObject *FT_lookup(FlowTable *s, PyObject *args)
 {
+    READY(s);
     uint8_t proto;
     uint32_t a, b;
     uint16_t ap, bp;
@@ -308,6 +326,7 @@ static PyObject *FT_lookup(FlowTable *s, PyObject *args)
 
 static PyObject *FT_insert(FlowTable *s, PyObject *args)
 {
+    READY(s);
     int proto, mode;
     PyObject *ca, *cp, *va, *vp, *la, *lp, *da, *dp;
     int has_out;
@@ -340,6 +359,7 @@ static PyObject *FT_insert(FlowTable *s, PyObject *args)
 
 static PyObject *FT_remove(FlowTable *s, PyObject *arg)
 {
+    READY(s);
     int overflow = 0;
     long long slot = PyLong_AsLongLongAndOverflow(arg, &overflow);
     if (slot == -1 && PyErr_Occurred())
@@ -354,6 +374,7 @@ static PyObject *addr_bytes(uint32_t a) { return PyBytes_FromStringAndSize((cons
 
 static PyObject *FT_get(FlowTable *s, PyObject *arg)
 {
+    READY(s);
     Py_ssize_t slot = PyLong_AsSsize_t(arg);
     if (slot == -1 && PyErr_Occurred())
         return NULL;
@@ -371,6 +392,7 @@ static PyObject *FT_get(FlowTable *s, PyObject *arg)
 
 static PyObject *FT_set_fast(FlowTable *s, PyObject *args)
 {
+    READY(s);
     Py_ssize_t slot;
     int in_if, out_if, dest_id, toa_kind;
     PyObject *cmac, *rmac;
@@ -383,9 +405,12 @@ static PyObject *FT_set_fast(FlowTable *s, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "interface, dest_id or toa_kind out of range");
         return NULL;
     }
+    uint8_t cm[6], rm[6];
+    if (get_mac(cmac, cm) < 0 || get_mac(rmac, rm) < 0)
+        return NULL; /* nothing changed */
     pn_entry *e = &s->t.e[slot];
-    if (get_mac(cmac, e->client_mac) < 0 || get_mac(rmac, e->rs_mac) < 0)
-        return NULL;
+    memcpy(e->client_mac, cm, 6);
+    memcpy(e->rs_mac, rm, 6);
     e->in_if = (uint8_t)in_if;
     e->out_if = (uint8_t)out_if;
     e->dest_id = (uint16_t)dest_id;
@@ -396,6 +421,7 @@ static PyObject *FT_set_fast(FlowTable *s, PyObject *args)
 
 static PyObject *FT_clear_fast(FlowTable *s, PyObject *arg)
 {
+    READY(s);
     Py_ssize_t slot = PyLong_AsSsize_t(arg);
     if (slot == -1 && PyErr_Occurred())
         return NULL;
@@ -407,6 +433,7 @@ static PyObject *FT_clear_fast(FlowTable *s, PyObject *arg)
 
 static PyObject *FT_expires(FlowTable *s, PyObject *arg)
 {
+    READY(s);
     Py_ssize_t slot = PyLong_AsSsize_t(arg);
     if (slot == -1 && PyErr_Occurred())
         return NULL;
@@ -417,6 +444,7 @@ static PyObject *FT_expires(FlowTable *s, PyObject *arg)
 
 static PyObject *FT_set_expires(FlowTable *s, PyObject *args)
 {
+    READY(s);
     Py_ssize_t slot;
     double t;
     if (!PyArg_ParseTuple(args, "nd", &slot, &t))
@@ -429,6 +457,7 @@ static PyObject *FT_set_expires(FlowTable *s, PyObject *args)
 
 static PyObject *FT_expire(FlowTable *s, PyObject *args)
 {
+    READY(s);
     double now;
     long long budget = 0xFFFFFFFFll;
     if (!PyArg_ParseTuple(args, "d|L", &now, &budget))
@@ -451,6 +480,7 @@ static PyObject *FT_expire(FlowTable *s, PyObject *args)
 
 static PyObject *FT_dest_counters(FlowTable *s, PyObject *args, PyObject *kw)
 {
+    READY(s);
     static char *kwlist[] = {"dest_id", "reset", NULL};
     int id, reset = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "i|p", kwlist, &id, &reset))
@@ -467,8 +497,9 @@ static PyObject *FT_dest_counters(FlowTable *s, PyObject *args, PyObject *kw)
     return r;
 }
 
-static PyObject *FT_process(FlowTable *s, PyObject *args)
+static PyObject *run_process(FlowTable *s, PyObject *args, int until_punt)
 {
+    READY(s);
     Py_buffer buf, desc;
     Py_ssize_t n;
     int ifindex;
@@ -476,18 +507,44 @@ static PyObject *FT_process(FlowTable *s, PyObject *args)
     if (!PyArg_ParseTuple(args, "w*w*nid", &buf, &desc, &n, &ifindex, &now))
         return NULL;
     PyObject *r = NULL;
-    if (n < 0 || (size_t)desc.len < (size_t)n * sizeof(pn_desc))
+    const char *bb = buf.buf, *db = desc.buf;
+    if (n < 0 || (size_t)n > UINT32_MAX || (size_t)n > (size_t)desc.len / sizeof(pn_desc)) {
         PyErr_SetString(PyExc_ValueError, "desc holds fewer than n descriptors");
-    else
-        r = PyLong_FromUnsignedLong(
-            pn_process(&s->t, buf.buf, (size_t)buf.len, (pn_desc *)desc.buf, (uint32_t)n, ifindex, now));
+    } else if (n > 0 && buf.len > 0 && db < bb + buf.len && bb < db + (size_t)n * sizeof(pn_desc)) {
+        PyErr_SetString(PyExc_ValueError, "desc and buf share memory");
+    } else {
+        /* Descriptors are read as structs: a misaligned buffer is worked on through an aligned copy. */
+        pn_desc *d = (pn_desc *)desc.buf, *tmp = NULL;
+        if ((uintptr_t)desc.buf % _Alignof(pn_desc)) {
+            tmp = PyMem_Malloc((size_t)n * sizeof(pn_desc) + 1);
+            if (!tmp) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            memcpy(tmp, desc.buf, (size_t)n * sizeof(pn_desc));
+            d = tmp;
+        }
+        uint32_t v = until_punt
+                         ? pn_process_until_punt(&s->t, buf.buf, (size_t)buf.len, d, (uint32_t)n, ifindex, now)
+                         : pn_process(&s->t, buf.buf, (size_t)buf.len, d, (uint32_t)n, ifindex, now);
+        if (tmp) {
+            memcpy(desc.buf, tmp, (size_t)n * sizeof(pn_desc));
+            PyMem_Free(tmp);
+        }
+        r = PyLong_FromUnsignedLong(v);
+    }
+done:
     PyBuffer_Release(&buf);
     PyBuffer_Release(&desc);
     return r;
 }
 
+static PyObject *FT_process(FlowTable *s, PyObject *args) { return run_process(s, args, 0); }
+static PyObject *FT_process_until_punt(FlowTable *s, PyObject *args) { return run_process(s, args, 1); }
+
 static PyObject *FT_stats(FlowTable *s, PyObject *unused)
 {
+    READY(s);
     PyObject *d = PyDict_New();
     if (!d)
         return NULL;
@@ -528,6 +585,8 @@ static PyMethodDef FT_methods[] = {
     {"dest_counters", (PyCFunction)(void (*)(void))FT_dest_counters, METH_VARARGS | METH_KEYWORDS,
      "dest_counters(dest_id, reset=False) -> (pkts_in, pkts_out, bytes_in, bytes_out)"},
     {"process", (PyCFunction)FT_process, METH_VARARGS, "process(buf, desc, n, ifindex, now) -> punts"},
+    {"process_until_punt", (PyCFunction)FT_process_until_punt, METH_VARARGS,
+     "process_until_punt(buf, desc, n, ifindex, now) -> descriptors consumed (stops after the first punt)"},
     {"stats", (PyCFunction)FT_stats, METH_NOARGS, "counters: forwarded, punt_<reason>"},
     {NULL}};
 

@@ -136,5 +136,9 @@ int pn_remove(pn_table *t, uint32_t slot);
 /* Sweep up to budget slots from the cursor; expired slots are removed and written to out (max budget). */
 uint32_t pn_expire(pn_table *t, double now, uint32_t budget, uint32_t *out);
 uint32_t pn_process(pn_table *t, uint8_t *buf, size_t buflen, pn_desc *desc, uint32_t n, int ifindex, double now);
+/* The same, but it completes every partial checksum first and stops right after the first punt: returns how
+ * many descriptors it consumed (the last one is the punt, if any). */
+uint32_t pn_process_until_punt(pn_table *t, uint8_t *buf, size_t buflen, pn_desc *desc, uint32_t n, int ifindex,
+                               double now);
 
 #endif

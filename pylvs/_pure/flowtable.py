@@ -10,6 +10,7 @@ walks slots ``[0, high-water)`` from a cursor, ``budget`` at a time.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import struct
 import sys
@@ -225,10 +226,32 @@ class FlowTable:
     # ---------------------------------------------------------------- fast path
 
     def process(self, buf, desc, n: int, ifindex: int, now: float) -> int:
-        if memoryview(buf).readonly or memoryview(desc).readonly:
+        return self._process(buf, desc, n, ifindex, now, stop=False)
+
+    def process_until_punt(self, buf, desc, n: int, ifindex: int, now: float) -> int:
+        """Like :meth:`process`, but complete every partial checksum first and stop right after the first
+        punt; returns how many descriptors were consumed (the last one is the punt, if any)."""
+        self._check_buffers(buf, desc, n)
+        for i in range(n):
+            off, ln, verdict, flags_in = DESC.unpack_from(desc, i * DESC_SIZE)
+            if flags_in & IN_CSUM_PARTIAL:
+                if off <= len(buf) and ln <= len(buf) - off:
+                    complete_checksum(memoryview(buf)[off:off + ln])
+                DESC.pack_into(desc, i * DESC_SIZE, off, ln, verdict, flags_in & ~IN_CSUM_PARTIAL)
+        return self._process(buf, desc, n, ifindex, now, stop=True)
+
+    @staticmethod
+    def _check_buffers(buf, desc, n: int) -> None:
+        bv, dv = memoryview(buf), memoryview(desc)
+        if bv.readonly or dv.readonly:
             raise TypeError("process() needs writable buffers")
-        if n < 0 or len(desc) < n * DESC_SIZE:
+        if n < 0 or len(dv) < n * DESC_SIZE:
             raise ValueError("desc holds fewer than n descriptors")
+        if n and len(bv) and _overlap(bv, dv, n * DESC_SIZE):
+            raise ValueError("desc and buf share memory")
+
+    def _process(self, buf, desc, n: int, ifindex: int, now: float, stop: bool) -> int:
+        self._check_buffers(buf, desc, n)
         punts = 0
         ok_if = ifindex in self._ifaces
         for i in range(n):
@@ -246,7 +269,9 @@ class FlowTable:
                 DESC.pack_into(desc, i * DESC_SIZE, off, ln, -1, r)
                 self._punts[r] += 1
                 punts += 1
-        return punts
+                if stop:
+                    return i + 1
+        return n if stop else punts
 
     def _one(self, buf, off: int, ln: int, flags_in: int, ifindex: int, now: float):
         punt = (lambda r: (r, off, ln, -1))
@@ -359,6 +384,17 @@ class FlowTable:
         buf[off:off + 6] = e.rs_mac if d == IN else e.client_mac
         buf[off + 6:off + 12] = out[0]
         return -1, off, ln, egress
+
+
+def _address(mv: memoryview) -> int:
+    mv = mv.cast("B")
+    return ctypes.addressof(ctypes.c_char.from_buffer(mv)) if len(mv) else 0
+
+
+def _overlap(bv: memoryview, dv: memoryview, dlen: int) -> bool:
+    """Do the first ``dlen`` bytes of ``dv`` lie within ``bv``'s memory (as C checks)?"""
+    b, d = _address(bv), _address(dv)
+    return d < b + len(bv.cast("B")) and b < d + dlen
 
 
 def _patch_l4(buf, csum: int, udp: bool, old: bytes, new: bytes) -> None:

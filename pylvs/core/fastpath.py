@@ -36,14 +36,17 @@ class FastPath:
 
     def __init__(self, director, capacity: int) -> None:
         self.impl = native.IMPLEMENTATION
-        self.ifnames: list[str] = list(director.ifaces)[: 32]
+        # Interfaces with an IPv4 address (the TUN outer source) get an index; others stay slow-path only.
+        v4 = {n: next((a for a in ifc.addrs if len(a) == 4), None) for n, ifc in director.ifaces.items()}
+        self.ifnames: list[str] = [n for n in director.ifaces if v4[n] is not None][: native.MAX_INTERFACES]
         self.ifindex = {n: i for i, n in enumerate(self.ifnames)}
-        self.dests = [d for s in director.services for d in s.dests]
+        # Counter slots: 0 is "none"; servers beyond the table's 65535 slots keep their flows on the slow path.
+        self.dests = [d for s in director.services for d in s.dests][: 65535]
         self.table = native.FlowTable(min(capacity, MAX_FAST_FLOWS), dests=len(self.dests) + 1)
         for i, name in enumerate(self.ifnames):
             ifc = director.ifaces[name]
-            self.table.set_interface(i, ifc.mac, ifc.primary, ifc.mtu)
-        for fid, d in enumerate(self.dests, start=1):  # 0: "no server", never counted
+            self.table.set_interface(i, ifc.mac, v4[name], min(ifc.mtu, 65535))
+        for fid, d in enumerate(self.dests, start=1):
             d.fid = fid
         self.table.set_timeouts(float(director.timeouts["established"]), float(director.timeouts["udp"]))
         self.conns: dict[int, Conn] = {}
@@ -55,7 +58,7 @@ class FastPath:
     @staticmethod
     def eligible(c: Conn) -> bool:
         """Would the next ordinary packet of this flow change nothing but the deadline and counters?"""
-        if c.dest is None or not c.dest.available or not c.alive:
+        if c.dest is None or not c.dest.available or not c.alive or c.dest.fid == 0:
             return False
         if c.proto == IPPROTO_TCP:
             if c.state != sES:

@@ -160,18 +160,24 @@ class Director:
         """
         ifx = self.fast.ifindex.get(interface, -1)
         self.table.expire(now, budget=64)
-        punts = self.fast.table.process(buf, desc, n, ifx, now)
         out: list[tuple[int, list[Action]]] = []
-        if punts:
-            for i in range(n):
-                off, ln, verdict, _ = DESC.unpack_from(desc, i * DESC.size)
-                if verdict < 0:
-                    try:
-                        out.append((i, self.handle(bytearray(buf[off:off + ln]), interface, now)))
-                    except Exception as e:  # the core must never raise; one bad frame never costs the batch
-                        self.drops["internal_error"] += 1
-                        self.last_internal_error = e
-                        out.append((i, [Drop("internal_error")]))
+        process = self.fast.table.process_until_punt
+        dview = memoryview(desc)
+        size = DESC.size
+        i = 0
+        while i < n:
+            # Up to and including the next punt, so each punted frame is handled before the frames after it
+            # are looked at: a FIN, an RST or an ARP reply changes what they should get.
+            i += process(buf, dview[i * size:n * size], n - i, ifx, now)
+            off, ln, verdict, _ = DESC.unpack_from(desc, (i - 1) * size)
+            if verdict >= 0:
+                continue
+            try:
+                out.append((i - 1, self.handle(bytearray(buf[off:off + ln]), interface, now)))
+            except Exception as e:  # the core must never raise; one bad frame never costs the batch
+                self.drops["internal_error"] += 1
+                self.last_internal_error = e
+                out.append((i - 1, [Drop("internal_error")]))
         return out
 
     def tick(self, now: float) -> list[Action]:

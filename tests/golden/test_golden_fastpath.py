@@ -193,3 +193,20 @@ def test_idle_fast_flow_expires_when_its_own_deadline_passes():
     d.tick(20.0 + 900 + 0.5)
     assert not c.alive and len(d.table) == 0 and len(d.fast.table) == 0
     assert c.dest.active == 0 and c.dest.inactive == 0
+
+
+@pytest.mark.parametrize("mode", ["nat", "dr", "tun", "fullnat"])
+def test_a_batch_is_handled_in_arrival_order(mode):
+    """RST, SYN, ACK+data of one established flow in one batch: the punted RST and SYN are handled before
+    the ACK is looked at, exactly as frame-by-frame handling does (state, deadline, server counts)."""
+    d, ref = fresh(mode), fresh(mode)
+    c, rs = open_flow(d, mode)
+    rc, _ = open_flow(ref, mode)
+    fs = [c2v(0x04, seq=1001, ident=0x1101), c2v(SYN, seq=7000, ident=0x1102, opts=syn_opts(tsval=120)),
+          c2v(ACK | PSH, seq=7001, ack=5001, ident=0x1103, payload=b"data")]
+    got = via_batch(d, fs, "eth0", 11.0)
+    want = via_handle(ref, fs, "eth0", 11.0)
+    assert [(i, f) for i, f, _ in got] == [(i, f) for i, f, _ in want]
+    assert (c.state_name, c.expires, c.dest.active, c.dest.inactive) == (
+        rc.state_name, rc.expires, rc.dest.active, rc.dest.inactive)
+

@@ -1050,3 +1050,77 @@ def test_out_of_range_arguments_are_refused_alike():
     for f in (C.complete_checksum, PC.complete_checksum):
         with pytest.raises(BufferError):
             f(bytes(64))
+
+
+# ====================================================================== process_until_punt
+
+
+def _flows_table(T):
+    """Four flows on the fast path, one per mode, client ports 40000..40003, interfaces 0 (client side)
+    and 1 (server side)."""
+    t = T(16, bytes(16), 4)
+    t.set_interface(0, MACS[1], ip4("198.18.0.1"), 1500)
+    t.set_interface(1, MACS[2], ip4("198.19.0.1"), 1500)
+    for i, mode in enumerate((NAT, DR, TUN, FULLNAT)):
+        laddr, lport = (ADDRS[4], 1024 + i) if mode == FULLNAT else (ADDRS[0], 40000 + i)
+        s = t.insert(6, ADDRS[0], 40000 + i, ADDRS[2], 80, laddr, lport, ADDRS[3], 8080 if mode in (NAT, FULLNAT)
+                     else 80, mode, mode in (NAT, FULLNAT), 1e9)
+        t.set_fast(s, 0, MACS[0], 1, MACS[3], 1, 254 if mode == FULLNAT else 0)
+    return t
+
+
+@st.composite
+def batches(draw):
+    frames_ = []
+    for _ in range(draw(st.integers(1, 40))):
+        if draw(st.integers(0, 3)) == 0:
+            frames_.append(bytearray(draw(ANY_FRAME)))
+            continue
+        i = draw(st.integers(0, 3))
+        flags = draw(st.sampled_from([0x10, 0x18, 0x11, 0x04, 0x02, 0x12, 0x00]))
+        frames_.append(build_frame(MACS[1], MACS[0], 6, ADDRS[0], 40000 + i, ADDRS[2], 80, flags=flags,
+                                   ttl=draw(st.sampled_from([64, 1, 2])), payload=draw(st.binary(max_size=40)),
+                                   partial=draw(st.booleans())))
+    return frames_
+
+
+def _lay_out(frames_, partial_flags):
+    buf, desc, off = bytearray(), bytearray(), 0
+    for f, p in zip(frames_, partial_flags):
+        buf += bytes(64) + f
+        desc += DESC.pack(off + 64, len(f), 0, IN_CSUM_PARTIAL if p else 0)
+        off += 64 + len(f)
+    return buf, desc
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(fs=batches(), data=st.data())
+def test_process_until_punt_is_one_at_a_time(fs, data):
+    """process_until_punt, called until the batch is consumed, gives C == pure == process() on one frame at a
+    time (the Director's in-order semantics), and each call stops right after its first punt."""
+    flags = [data.draw(st.booleans()) for _ in fs]
+    results = []
+    for T in (C.FlowTable, PF.FlowTable):
+        t = _flows_table(T)
+        buf, desc = _lay_out(fs, flags)
+        i, calls = 0, []
+        while i < len(fs):
+            k = t.process_until_punt(buf, memoryview(desc)[i * DESC.size:], len(fs) - i, 0, 5.0)
+            assert 1 <= k <= len(fs) - i
+            got = [DESC.unpack_from(desc, j * DESC.size) for j in range(i, i + k)]
+            assert all(g[2] >= 0 for g in got[:-1]), "stopped only at a punt, or at the end"
+            calls.append(k)
+            i += k
+        results.append((bytes(buf), bytes(desc), t.stats(), calls, [t.expires(s) for s in range(4)]))
+    assert results[0] == results[1]
+    # One frame per call: the reference for in-order processing.
+    t = _flows_table(PF.FlowTable)
+    buf, desc = _lay_out(fs, flags)
+    for j in range(len(fs)):
+        d = memoryview(desc)[j * DESC.size:(j + 1) * DESC.size]
+        off, ln, v, fl = DESC.unpack_from(d)
+        if fl & IN_CSUM_PARTIAL:  # until_punt completes every partial checksum first
+            PC.complete_checksum(memoryview(buf)[off:off + ln])
+            DESC.pack_into(d, 0, off, ln, v, 0)
+        t.process(buf, d, 1, 0, 5.0)
+    assert (bytes(buf), bytes(desc), t.stats()) == results[1][:3]
