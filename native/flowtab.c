@@ -96,16 +96,6 @@ uint64_t pn_key_hash(const pn_table *t, uint8_t proto, uint32_t a, uint16_t ap, 
     return pn_siphash(t->key, m, sizeof(m), 1, 3);
 }
 
-static int key_matches(const pn_entry *e, int dir, uint8_t proto, uint32_t a, uint16_t ap, uint32_t b,
-                       uint16_t bp)
-{
-    if (e->proto != proto)
-        return 0;
-    if (dir == PN_DIR_IN)
-        return e->caddr == a && e->cport == ap && e->vaddr == b && e->vport == bp;
-    return e->daddr == a && e->dport == ap && e->laddr == b && e->lport == bp;
-}
-
 int64_t pn_lookup(const pn_table *t, uint8_t proto, uint32_t src, uint16_t sport, uint32_t dst, uint16_t dport)
 {
     return pn_lookup_from(t, t->buckets[pn_key_hash(t, proto, src, sport, dst, dport) & t->mask], proto, src,
@@ -118,7 +108,7 @@ int64_t pn_lookup_from(const pn_table *t, uint32_t link, uint8_t proto, uint32_t
     while (link != PN_NIL) {
         const pn_entry *e = &t->e[PN_LSLOT(link)];
         int dir = PN_LDIR(link);
-        if (key_matches(e, dir, proto, src, sport, dst, dport))
+        if (pn_key_matches(e, dir, proto, src, sport, dst, dport))
             return (int64_t)(link - 1u);
         link = e->next[dir];
     }

@@ -129,6 +129,17 @@ int64_t pn_insert(pn_table *t, uint8_t proto, uint32_t caddr, uint16_t cport, ui
                   double expires);
 /* slot << 1 | dir, or -1 */
 int64_t pn_lookup(const pn_table *t, uint8_t proto, uint32_t src, uint16_t sport, uint32_t dst, uint16_t dport);
+/* Is this entry's inbound (dir 0) or outbound (dir 1) key the tuple (proto, a:ap -> b:bp)? */
+static inline int pn_key_matches(const pn_entry *e, int dir, uint8_t proto, uint32_t a, uint16_t ap, uint32_t b,
+                                 uint16_t bp)
+{
+    if (e->proto != proto)
+        return 0;
+    if (dir == PN_DIR_IN)
+        return e->caddr == a && e->cport == ap && e->vaddr == b && e->vport == bp;
+    return e->daddr == a && e->dport == ap && e->laddr == b && e->lport == bp;
+}
+
 /* The same walk from a chain head already read (the fast path reads heads ahead, see fastpath.c). */
 int64_t pn_lookup_from(const pn_table *t, uint32_t link, uint8_t proto, uint32_t src, uint16_t sport,
                        uint32_t dst, uint16_t dport);

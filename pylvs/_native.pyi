@@ -67,6 +67,11 @@ class FlowTable:
     def dest_counters(self, dest_id: int, reset: bool = False) -> tuple[int, int, int, int]:
         """(pkts_in, pkts_out, bytes_in, bytes_out) the fast path counted for a server."""
     def process(self, buf: WriteableBuffer, desc: WriteableBuffer, n: int, ifindex: int, now: float) -> int:
-        """Forward the batch's established-flow frames in place; return how many were punted."""
+        """Forward the batch's established-flow frames in place; return how many were punted.  ``desc``
+        must not share memory with ``buf``; a frame that may be TUN-encapsulated needs 20 bytes before it."""
+    def process_until_punt(self, buf: WriteableBuffer, desc: WriteableBuffer, n: int, ifindex: int,
+                           now: float) -> int:
+        """Complete every partial checksum, then process until right after the first punt; return how many
+        descriptors were consumed (what Director.handle_batch calls, so punts are handled in order)."""
     def stats(self) -> dict[str, int]:
         """forwarded, and punt_<reason> for every reason."""
