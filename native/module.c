@@ -610,6 +610,62 @@ static PyTypeObject FlowTableType = {
     .tp_as_sequence = &FT_seq,
 };
 
+/* ---------------------------------------------------------------- batched AF_PACKET I/O */
+
+static PyObject *py_rx_afpacket(PyObject *self, PyObject *args)
+{
+    int fd;
+    Py_buffer buf, desc, ctr;
+    unsigned int max, stride, headroom, room;
+    if (!PyArg_ParseTuple(args, "iw*w*IIIIw*", &fd, &buf, &desc, &max, &stride, &headroom, &room, &ctr))
+        return NULL;
+    PyObject *r = NULL;
+    if ((size_t)desc.len / sizeof(pn_desc) < (max < 64 ? max : 64) || (uintptr_t)desc.buf % _Alignof(pn_desc))
+        PyErr_SetString(PyExc_ValueError, "desc too small or misaligned");
+    else if ((size_t)ctr.len < sizeof(pn_rx_counters) || (uintptr_t)ctr.buf % _Alignof(uint64_t))
+        PyErr_SetString(PyExc_ValueError, "counters must be 7 aligned uint64");
+    else if (stride == 0 || (uint64_t)headroom + room > stride)
+        PyErr_SetString(PyExc_ValueError, "headroom + room must fit in stride");
+    else {
+        int n;
+        Py_BEGIN_ALLOW_THREADS
+        n = pn_rx_afpacket(fd, buf.buf, (size_t)buf.len, desc.buf, max, stride, headroom, room, ctr.buf);
+        Py_END_ALLOW_THREADS
+        r = PyLong_FromLong(n);
+    }
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&desc);
+    PyBuffer_Release(&ctr);
+    return r;
+}
+
+static PyObject *py_tx_run(PyObject *self, PyObject *args)
+{
+    Py_buffer fds, buf, desc, ctr;
+    unsigned int start, n;
+    if (!PyArg_ParseTuple(args, "y*y*y*IIw*", &fds, &buf, &desc, &start, &n, &ctr))
+        return NULL;
+    PyObject *r = NULL;
+    size_t nfds = (size_t)fds.len / sizeof(int);
+    if ((size_t)desc.len / sizeof(pn_desc) < n || start > n || (uintptr_t)desc.buf % _Alignof(pn_desc) ||
+        (uintptr_t)fds.buf % _Alignof(int))
+        PyErr_SetString(PyExc_ValueError, "desc holds fewer than n descriptors, or a buffer is misaligned");
+    else if (nfds == 0 || (size_t)ctr.len < nfds * sizeof(pn_tx_counters) || (uintptr_t)ctr.buf % _Alignof(uint64_t))
+        PyErr_SetString(PyExc_ValueError, "counters must be 3 aligned uint64 per fd");
+    else {
+        uint32_t next;
+        Py_BEGIN_ALLOW_THREADS
+        next = pn_tx_run(fds.buf, (uint32_t)nfds, buf.buf, (size_t)buf.len, desc.buf, start, n, ctr.buf);
+        Py_END_ALLOW_THREADS
+        r = PyLong_FromUnsignedLong(next);
+    }
+    PyBuffer_Release(&fds);
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&desc);
+    PyBuffer_Release(&ctr);
+    return r;
+}
+
 static PyMethodDef methods[] = {
     {"csum_partial", py_csum_partial, METH_VARARGS, "Unfolded one's-complement sum (RFC 1071)."},
     {"checksum", py_checksum, METH_VARARGS, "The RFC 1071 checksum of data (plus an unfolded initial sum)."},
@@ -620,6 +676,10 @@ static PyMethodDef methods[] = {
     {"csum_replace_bytes", py_csum_replace_bytes, METH_VARARGS, "RFC 1624 update for an even run of bytes."},
     {"complete_checksum", py_complete_checksum, METH_O,
      "Fill in the TCP/UDP checksum of a CHECKSUM_PARTIAL IPv4 frame in full; False if not one."},
+    {"rx_afpacket", py_rx_afpacket, METH_VARARGS,
+     "rx_afpacket(fd, buf, desc, max, stride, headroom, room, counters) -> frames described in desc"},
+    {"tx_run", py_tx_run, METH_VARARGS,
+     "tx_run(fds, buf, desc, start, n, counters) -> index of the first punted frame (or n); the run is sent"},
     {"siphash13", py_siphash13, METH_VARARGS, "SipHash-1-3(key16, data) -> 64-bit int."},
     {"siphash24", py_siphash24, METH_VARARGS, "SipHash-2-4(key16, data) -> 64-bit int."},
     {NULL}};

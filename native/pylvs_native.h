@@ -152,4 +152,24 @@ uint32_t pn_process(pn_table *t, uint8_t *buf, size_t buflen, pn_desc *desc, uin
 uint32_t pn_process_until_punt(pn_table *t, uint8_t *buf, size_t buflen, pn_desc *desc, uint32_t n, int ifindex,
                                double now);
 
+/* ---------------------------------------------------------------- batched AF_PACKET I/O (io.c) */
+
+typedef struct {
+    uint64_t rx_frames, rx_bytes, rx_outgoing_ignored, rx_oversize, rx_vlan_dropped, csum_completed, rx_errors;
+} pn_rx_counters;
+
+typedef struct {
+    uint64_t tx_frames, tx_bytes, tx_errors;
+} pn_tx_counters;
+
+/* Receive up to max frames with one recvmmsg into slots i * stride + headroom (room bytes each); the ones to
+ * forward are described, compacted, in desc[0..n) (reason = PN_IN_CSUM_PARTIAL where the checksum is partial);
+ * our own transmissions, truncated and VLAN frames are counted and left out.  Returns n. */
+int pn_rx_afpacket(int fd, uint8_t *buf, size_t buflen, pn_desc *desc, uint32_t max, uint32_t stride,
+                   uint32_t headroom, uint32_t room, pn_rx_counters *c);
+/* Send desc[start..] up to the first punted frame (verdict < 0): consecutive frames to one egress go out in
+ * one sendmmsg on fds[verdict]; per-egress counters in c[0..nfds).  Returns the index it stopped at. */
+uint32_t pn_tx_run(const int *fds, uint32_t nfds, const uint8_t *buf, size_t buflen, const pn_desc *desc,
+                   uint32_t start, uint32_t n, pn_tx_counters *c);
+
 #endif

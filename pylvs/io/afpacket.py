@@ -21,6 +21,7 @@ The details a naive forwarder gets wrong, and what this does about them:
 
 from __future__ import annotations
 
+import array
 import errno
 import fcntl
 import logging
@@ -29,7 +30,8 @@ import struct
 from collections import Counter
 
 from pylvs import native
-from pylvs.core.batch import IN_CSUM_PARTIAL
+from pylvs._pure.io import RX_COUNTERS
+from pylvs.core.batch import HEADROOM
 from pylvs.io import bpf
 from pylvs.io.port import PortError
 
@@ -66,7 +68,19 @@ class AfPacketPort:
         self.mac = mac
         self.mtu = mtu
         self.promisc = promisc
-        self.counters: Counter[str] = Counter()
+        self._counters: Counter[str] = Counter()
+        self._rx = array.array("Q", bytes(8 * len(RX_COUNTERS)))  # what native.rx_afpacket counts
+
+    @property
+    def counters(self) -> Counter:
+        """rx_frames, rx_bytes, tx_frames, ... (the batched receive's own counts folded in)."""
+        rx = self._rx
+        if any(rx):
+            for i, name in enumerate(RX_COUNTERS):
+                if rx[i]:
+                    self._counters[name] += rx[i]
+                    rx[i] = 0
+        return self._counters
 
     @classmethod
     def open(cls, iface, *, rcvbuf: int = 4 << 20) -> "AfPacketPort":
@@ -179,32 +193,23 @@ class AfPacketPort:
         return out
 
     def recv_into_batch(self, batch, max_frames: int) -> int:
-        """Like :meth:`recv_batch`, but straight into ``batch``'s slots (no bytes object per frame); a
-        partial checksum is left for the fast path to complete (IN_CSUM_PARTIAL), in C when native."""
-        batch.clear()
+        """Like :meth:`recv_batch`, but straight into ``batch``'s slots, many frames per system call
+        (``native.rx_afpacket``: recvmmsg in C, or its twin), with the same acceptance rules; a partial
+        checksum is left for the fast path to complete (IN_CSUM_PARTIAL)."""
         room = min(batch.frame_room, self.mtu + 14 + 4 + 64)
-        for _ in range(min(max_frames, batch.size)):
-            try:
-                n, anc, flags, addr = self.sock.recvmsg_into([batch.room()[:room]], _ANC_SPACE, socket.MSG_TRUNC)
-            except _TRANSIENT:
-                break
-            except OSError:
-                self.counters["rx_errors"] += 1
-                break
-            status = self._accept(n, anc, flags, addr, room)
-            if status is not None:
-                batch.commit(n, IN_CSUM_PARTIAL if status & TP_STATUS_CSUMNOTREADY else 0)
+        batch.n = native.rx_afpacket(self.sock.fileno(), batch.buf, batch.desc, min(max_frames, batch.size),
+                                     batch.stride, HEADROOM, room, self._rx)
         return batch.n
 
     def send(self, frame) -> None:
         try:
             self.sock.send(frame)
         except OSError as e:  # ENOBUFS, ENETDOWN, EMSGSIZE...: count, never let it reach the loop
-            self.counters["tx_errors"] += 1
-            self.counters[f"tx_error_{e.errno}"] += 1
+            self._counters["tx_errors"] += 1
+            self._counters[f"tx_error_{e.errno}"] += 1
             return
-        self.counters["tx_frames"] += 1
-        self.counters["tx_bytes"] += len(frame)
+        self._counters["tx_frames"] += 1
+        self._counters["tx_bytes"] += len(frame)
 
     def close(self) -> None:
         self.sock.close()
