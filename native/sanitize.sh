@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
-# Build native/harness.c with the plain-C core (csum.c, flowtab.c, fastpath.c; no Python, not module.c)
+# Build the harness (native/harness.c, harness_ref.c, harness_gen.c; shared declarations in harness.h) with the
+# plain-C core (csum.c, flowtab.c, fastpath.c; no Python, not module.c)
 # under AddressSanitizer + UndefinedBehaviorSanitizer (+ LeakSanitizer) and run it.  Exits non-zero on any
 # sanitizer report, harness mismatch or leak.  Works from any directory; builds in a temporary directory.
 #
 #   bash native/sanitize.sh [seed [iterations]]       (defaults: 1, 200000)
 #
 # Environment:
-#   PN_HARNESS_TOLERATE_KNOWN=1   mirror (and count, known_bugs=) the behaviour of the bugs listed at the top
-#                         of harness.c instead of failing on them; they are fixed, so the default is strict
 #   CC=...                the compiler to use (default: gcc, else clang, whichever supports the sanitizers)
 set -euo pipefail
 
@@ -15,6 +14,7 @@ cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")"
 
 seed="${1:-1}"
 iterations="${2:-200000}"
+harness=(harness.c harness_ref.c harness_gen.c)
 core=(csum.c flowtab.c fastpath.c)
 flags=(-std=c11 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -Wall -Wextra)
 
@@ -61,9 +61,8 @@ else
 fi
 
 defs=()
-[[ "${PN_HARNESS_TOLERATE_KNOWN:-0}" == 1 ]] && defs=(-DPN_HARNESS_TOLERATE_KNOWN)
-echo "sanitize.sh: $cc ${flags[*]} ${defs[*]:-} harness.c ${core[*]}"
-"$cc" "${flags[@]}" "${defs[@]}" harness.c "${core[@]}" -o "$tmp/harness"
+echo "sanitize.sh: $cc ${flags[*]} ${defs[*]:-} ${harness[*]} ${core[*]}"
+"$cc" "${flags[@]}" "${defs[@]}" "${harness[@]}" "${core[@]}" -o "$tmp/harness"
 
 export ASAN_OPTIONS="detect_leaks=$lsan:abort_on_error=1:check_initialization_order=1:strict_string_checks=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
