@@ -9,8 +9,12 @@ The details a naive forwarder gets wrong, and what this does about them:
   kernel hands over frames whose TCP/UDP checksum field holds only the pseudo-header sum: the
   ``tpacket_auxdata`` of the frame carries TP_STATUS_CSUMNOTREADY.  Forwarding such a frame as it is
   would put a wrong checksum on the wire, and the core's incremental updates (RFC 1624) would keep it
-  wrong.  So the checksum is completed here, in full, before the core sees the frame (counted as
-  ``csum_completed``).
+  wrong.  So the checksum is completed, in full, before the core looks at the frame (counted as
+  ``csum_completed``): by the fast path in C for batched receives (the descriptor's IN_CSUM_PARTIAL flag),
+  here for ``recv_batch``.
+- **Many frames per system call.**  ``recv_into_batch`` takes up to a batch with one recvmmsg
+  (``native.rx_afpacket``) straight into the buffer the fast path rewrites; the runner sends runs of
+  forwarded frames with one sendmmsg each (``native.tx_run``).
 - **Filtering in the kernel.**  A classic BPF program (pylvs/io/bpf.py) passes only ARP, ICMP and IPv4 for
   our addresses or from NAT real servers; it is attached before the socket is bound to a protocol, so no
   unfiltered frame is ever queued.

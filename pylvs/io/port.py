@@ -49,6 +49,13 @@ class Port(Protocol):
         """Up to ``max_frames`` received frames; ``[]`` when nothing is pending (never blocks)."""
         ...
 
+    # Optional, and what the runner uses when a port has it (both ports here do):
+    #   recv_into_batch(batch, max_frames) -> int
+    # fills a pylvs.core.batch.Batch (its buffer and descriptors, with the IN_CSUM_PARTIAL flag where the
+    # checksum is partial) instead of returning objects; the fast path then works on that buffer in place,
+    # and the runner sends forwarded frames with native.tx_run on the port's fileno() (sendmmsg, or
+    # write() for a TAP device).
+
     def send(self, frame: bytes | bytearray) -> None:
         """Write one frame; transient errors are counted in ``tx_errors``, never raised."""
         ...
