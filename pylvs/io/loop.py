@@ -49,6 +49,7 @@ class Runner:
         self.batch = batch
         self.clock = clock
         self.unknown_port_sends = 0
+        self._last_drop_warning = float("-inf")
         # The fast path names egress interfaces by index: their descriptors (-1: no port here) and the
         # per-index send counters native.tx_run keeps (folded into the ports' counters by summary()).
         names = director.fast.ifnames
@@ -121,6 +122,20 @@ class Runner:
             self._do(self.director.tick(self.clock()))
         except Exception:
             log.exception("internal error in the timer (continuing)")
+        self._poll_kernel_drops()
+
+    def _poll_kernel_drops(self) -> None:
+        """Receive-queue overflows happen in the kernel, before pylvs sees a frame: count and say so."""
+        for p in self.ports.values():
+            poll = getattr(p, "poll_kernel_stats", None)
+            if poll is None:
+                continue
+            drops = poll()
+            now = self.clock()
+            if drops and now - self._last_drop_warning >= 10.0:
+                self._last_drop_warning = now
+                log.warning("%s: the kernel dropped %d frames: pylvs's receive queue was full "
+                            "(rx_kernel_drops; the CPU cannot keep up)", p.name, drops)
 
     async def serve(self, stop: asyncio.Event, *, on_ready: Callable[[], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
@@ -150,6 +165,7 @@ class Runner:
 
     def summary(self) -> dict:
         self._fold_tx()
+        self._poll_kernel_drops()
         st = self.director.stats()
         st["ports"] = {n: dict(p.counters) for n, p in self.ports.items()}
         if self.unknown_port_sends:
