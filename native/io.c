@@ -141,3 +141,39 @@ uint32_t pn_tx_run(const int *fds, uint32_t nfds, const uint8_t *buf, size_t buf
     }
     return i;
 }
+
+uint32_t pn_send_frames(int fd, const struct iovec *frames, uint32_t n, uint64_t *bytes, uint32_t *errors)
+{
+    struct mmsghdr msgs[PN_IO_MAX];
+    uint32_t sent = 0;
+    *bytes = 0;
+    *errors = 0;
+    for (uint32_t base = 0; base < n; base += PN_IO_MAX) {
+        uint32_t m = n - base < PN_IO_MAX ? n - base : PN_IO_MAX;
+        memset(msgs, 0, sizeof(msgs[0]) * m);
+        for (uint32_t j = 0; j < m; j++) {
+            msgs[j].msg_hdr.msg_iov = (struct iovec *)&frames[base + j];
+            msgs[j].msg_hdr.msg_iovlen = 1;
+        }
+        uint32_t done = 0;
+        while (done < m) {
+            int r = sendmmsg(fd, msgs + done, m - done, MSG_DONTWAIT);
+            if (r < 0 && errno == ENOTSOCK) {
+                ssize_t w = write(fd, frames[base + done].iov_base, frames[base + done].iov_len);
+                r = w < 0 ? -1 : 1;
+            }
+            if (r < 0) {
+                if (errno == EINTR)
+                    continue;
+                (*errors)++;
+                done++;
+                continue;
+            }
+            for (int k = 0; k < r; k++)
+                *bytes += frames[base + done + (uint32_t)k].iov_len;
+            done += (uint32_t)r;
+            sent += (uint32_t)r;
+        }
+    }
+    return sent;
+}

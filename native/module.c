@@ -3,6 +3,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <arpa/inet.h>
+#include <sys/uio.h>
 #include "pylvs_native.h"
 
 /* ---------------------------------------------------------------- checksums */
@@ -666,6 +667,50 @@ static PyObject *py_tx_run(PyObject *self, PyObject *args)
     return r;
 }
 
+static PyObject *py_send_frames(PyObject *self, PyObject *args)
+{
+    int fd;
+    PyObject *seq;
+    if (!PyArg_ParseTuple(args, "iO", &fd, &seq))
+        return NULL;
+    PyObject *fast = PySequence_Fast(seq, "frames must be a sequence of buffers");
+    if (!fast)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    if (n > (Py_ssize_t)UINT32_MAX) {
+        Py_DECREF(fast);
+        PyErr_SetString(PyExc_ValueError, "too many frames");
+        return NULL;
+    }
+    Py_buffer *views = PyMem_Calloc((size_t)n + 1, sizeof(Py_buffer));
+    struct iovec *iov = PyMem_Calloc((size_t)n + 1, sizeof(struct iovec));
+    Py_ssize_t got = 0;
+    PyObject *r = NULL;
+    if (!views || !iov) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; got < n; got++) {
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(fast, got), &views[got], PyBUF_SIMPLE) < 0)
+            goto done;
+        iov[got].iov_base = views[got].buf;
+        iov[got].iov_len = (size_t)views[got].len;
+    }
+    uint64_t bytes;
+    uint32_t errors, sent;
+    Py_BEGIN_ALLOW_THREADS
+    sent = pn_send_frames(fd, iov, (uint32_t)n, &bytes, &errors);
+    Py_END_ALLOW_THREADS
+    r = Py_BuildValue("(IKI)", sent, (unsigned long long)bytes, errors);
+done:
+    for (Py_ssize_t k = 0; k < got; k++)
+        PyBuffer_Release(&views[k]);
+    PyMem_Free(views);
+    PyMem_Free(iov);
+    Py_DECREF(fast);
+    return r;
+}
+
 static PyMethodDef methods[] = {
     {"csum_partial", py_csum_partial, METH_VARARGS, "Unfolded one's-complement sum (RFC 1071)."},
     {"checksum", py_checksum, METH_VARARGS, "The RFC 1071 checksum of data (plus an unfolded initial sum)."},
@@ -680,6 +725,8 @@ static PyMethodDef methods[] = {
      "rx_afpacket(fd, buf, desc, max, stride, headroom, room, counters) -> frames described in desc"},
     {"tx_run", py_tx_run, METH_VARARGS,
      "tx_run(fds, buf, desc, start, n, counters) -> index of the first punted frame (or n); the run is sent"},
+    {"send_frames", py_send_frames, METH_VARARGS,
+     "send_frames(fd, frames) -> (sent, bytes, errors): sendmmsg in chunks (write() for a TAP device)"},
     {"siphash13", py_siphash13, METH_VARARGS, "SipHash-1-3(key16, data) -> 64-bit int."},
     {"siphash24", py_siphash24, METH_VARARGS, "SipHash-2-4(key16, data) -> 64-bit int."},
     {NULL}};

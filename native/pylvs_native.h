@@ -171,5 +171,9 @@ int pn_rx_afpacket(int fd, uint8_t *buf, size_t buflen, pn_desc *desc, uint32_t 
  * one sendmmsg on fds[verdict]; per-egress counters in c[0..nfds).  Returns the index it stopped at. */
 uint32_t pn_tx_run(const int *fds, uint32_t nfds, const uint8_t *buf, size_t buflen, const pn_desc *desc,
                    uint32_t start, uint32_t n, pn_tx_counters *c);
+struct iovec;
+/* Send n separate frames on fd, sendmmsg in chunks (write() for a TAP device); returns how many went out,
+ * with their bytes and the number that failed (ENOBUFS...: counted, never retried). */
+uint32_t pn_send_frames(int fd, const struct iovec *frames, uint32_t n, uint64_t *bytes, uint32_t *errors);
 
 #endif

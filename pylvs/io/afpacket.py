@@ -220,6 +220,15 @@ class AfPacketPort:
             self._counters["rx_kernel_drops"] += drops
         return drops
 
+    def send_many(self, frames) -> None:
+        """Several frames, in order, with as few system calls as possible (``native.send_frames``)."""
+        sent, nbytes, errors = native.send_frames(self.sock.fileno(), frames)
+        c = self._counters
+        c["tx_frames"] += sent
+        c["tx_bytes"] += nbytes
+        if errors:
+            c["tx_errors"] += errors
+
     def send(self, frame) -> None:
         try:
             self.sock.send(frame)

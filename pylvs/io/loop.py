@@ -25,6 +25,7 @@ from typing import Callable
 from pylvs import native
 from pylvs._pure.io import TX_COUNTERS
 from pylvs.core.batch import Batch
+from pylvs.core.fastpath import DESC
 from pylvs.core.pipeline import Send
 
 log = logging.getLogger("pylvs.loop")
@@ -99,14 +100,38 @@ class Runner:
             self.director.last_internal_error = None
             log.error("internal error on a frame from %s (dropped): %r", port.name, err)
         actions = dict(punted)
-        # Runs of forwarded frames go out with one sendmmsg per egress (native.tx_run, or its twin); the
-        # slow path's actions for a punted frame in between, so every port sends in arrival order.
-        i, tx_run = 0, native.tx_run
+        # Runs of forwarded frames go out with one sendmmsg per egress (native.tx_run, or its twin).  The
+        # slow path's frames for the punted ones are gathered per port and sent together (send_many) just
+        # before the next run of forwarded frames, so every port still sends in arrival order.
+        i, tx_run, desc, size = 0, native.tx_run, batch.desc, DESC.size
+        pending: dict = {}
         while i < n:
-            i = tx_run(self._fds, batch.buf, batch.desc, i, n, self._tx)
-            if i < n:
-                self._do(actions.get(i, ()))
-                i += 1
+            if DESC.unpack_from(desc, i * size)[2] >= 0:
+                if pending:
+                    self._flush(pending)
+                i = tx_run(self._fds, batch.buf, desc, i, n, self._tx)
+                continue
+            for a in actions.get(i, ()):
+                if isinstance(a, Send):
+                    port = self.ports.get(a.interface)
+                    if port is None:
+                        self.unknown_port_sends += 1
+                    else:
+                        pending.setdefault(port, []).append(a.frame)
+            i += 1
+        if pending:
+            self._flush(pending)
+
+    @staticmethod
+    def _flush(pending: dict) -> None:
+        for port, frames in pending.items():
+            send_many = getattr(port, "send_many", None)
+            if send_many is not None:
+                send_many(frames)
+            else:
+                for f in frames:
+                    port.send(f)
+        pending.clear()
 
     def _do(self, actions) -> None:
         for a in actions:
