@@ -117,10 +117,11 @@ uint32_t pn_tx_run(const int *fds, uint32_t nfds, const uint8_t *buf, size_t buf
             continue;
         }
         uint32_t done = 0, sent = 0;
+        int not_sock = 0; /* a TAP device: once sendmmsg says ENOTSOCK, write() each frame */
         while (done < m) {
-            int r = sendmmsg(fds[eg], msgs + done, m - done, MSG_DONTWAIT);
-            if (r < 0 && errno == ENOTSOCK) {
-                /* A TAP device: one write() per frame is its only way in. */
+            int r = not_sock ? -1 : sendmmsg(fds[eg], msgs + done, m - done, MSG_DONTWAIT);
+            if (not_sock || (r < 0 && errno == ENOTSOCK)) {
+                not_sock = 1;
                 ssize_t w = write(fds[eg], iov[done].iov_base, iov[done].iov_len);
                 r = w < 0 ? -1 : 1;
             }
@@ -146,6 +147,7 @@ uint32_t pn_send_frames(int fd, const struct iovec *frames, uint32_t n, uint64_t
 {
     struct mmsghdr msgs[PN_IO_MAX];
     uint32_t sent = 0;
+    int not_sock = 0;
     *bytes = 0;
     *errors = 0;
     for (uint32_t base = 0; base < n; base += PN_IO_MAX) {
@@ -157,8 +159,9 @@ uint32_t pn_send_frames(int fd, const struct iovec *frames, uint32_t n, uint64_t
         }
         uint32_t done = 0;
         while (done < m) {
-            int r = sendmmsg(fd, msgs + done, m - done, MSG_DONTWAIT);
-            if (r < 0 && errno == ENOTSOCK) {
+            int r = not_sock ? -1 : sendmmsg(fd, msgs + done, m - done, MSG_DONTWAIT);
+            if (not_sock || (r < 0 && errno == ENOTSOCK)) {
+                not_sock = 1; /* not a socket (a TAP device): write() each frame from now on */
                 ssize_t w = write(fd, frames[base + done].iov_base, frames[base + done].iov_len);
                 r = w < 0 ? -1 : 1;
             }
