@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from pylvs.core.fastpath import DESC
+from pylvs import native
+# The descriptor layout and its input flag (the frame's TCP/UDP checksum is only partial: checksum offload,
+# TP_STATUS_CSUMNOTREADY; the fast path completes it first, whatever it decides), as native/pylvs_native.h
+# defines them.
+from pylvs._pure.flowtable import DESC, IN_CSUM_PARTIAL
 
 HEADROOM = 64
-#: input flag (descriptor ``reason`` before processing): the frame's TCP/UDP checksum is only partial
-#: (checksum offload, TP_STATUS_CSUMNOTREADY); the fast path completes it first, whatever it decides
-IN_CSUM_PARTIAL = 1
 
 
 class Batch:
@@ -44,6 +45,17 @@ class Batch:
             raise ValueError("batch full or frame too long")
         self.room()[: len(frame)] = frame
         self.commit(len(frame))
+
+    def frames(self) -> list[bytearray]:
+        """Copies of the received frames, partial checksums completed (for callers that want objects)."""
+        out = []
+        for i in range(self.n):
+            off, ln, _, flags = DESC.unpack_from(self.desc, i * DESC.size)
+            f = bytearray(self.view[off:off + ln])
+            if flags & IN_CSUM_PARTIAL:
+                native.complete_checksum(f)
+            out.append(f)
+        return out
 
     def results(self) -> Iterator[tuple[int, int, memoryview]]:
         """``(index, verdict, frame)`` after processing: verdict ≥ 0 is the egress interface index."""

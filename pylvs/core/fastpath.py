@@ -18,9 +18,8 @@ live in the table and are folded into the Python counters at ``tick`` and ``stat
 
 from __future__ import annotations
 
-import struct
-
 from pylvs import native
+from pylvs._pure.flowtable import DESC  # noqa: F401 - the descriptor layout (struct pn_desc), re-exported
 from pylvs.core.conntable import Conn
 from pylvs.core.packet import IPPROTO_TCP
 from pylvs.core.tcpstate import sES
@@ -28,7 +27,6 @@ from pylvs.core.tcpstate import sES
 MODE_CODES = {"nat": 0, "dr": 1, "tun": 2, "fullnat": 3}
 #: the table's capacity never exceeds this (flows beyond it simply stay on the slow path)
 MAX_FAST_FLOWS = 1 << 22
-DESC = struct.Struct("=IIhH")  # native/pylvs_native.h: struct pn_desc (off, len, verdict, reason)
 
 
 class FastPath:
@@ -85,8 +83,7 @@ class FastPath:
                 return
             c.fslot = slot
             self.conns[slot] = c
-        else:
-            t.set_expires(c.fslot, c.expires)
+        # (an entry already there got the slow path's new deadline from Director._set_timeout)
         toa = c.svc.toa_kind if c.mode == "fullnat" and c.proto == IPPROTO_TCP and c.svc.toa else 0
         t.set_fast(c.fslot, in_if, c.client_mac, out_if, nexthop_mac, c.dest.fid, toa)
 

@@ -10,8 +10,8 @@ The details a naive forwarder gets wrong, and what this does about them:
   ``tpacket_auxdata`` of the frame carries TP_STATUS_CSUMNOTREADY.  Forwarding such a frame as it is
   would put a wrong checksum on the wire, and the core's incremental updates (RFC 1624) would keep it
   wrong.  So the checksum is completed, in full, before the core looks at the frame (counted as
-  ``csum_completed``): by the fast path in C for batched receives (the descriptor's IN_CSUM_PARTIAL flag),
-  here for ``recv_batch``.
+  ``csum_completed``): by the fast path (the descriptor's IN_CSUM_PARTIAL flag), or by ``Batch.frames``
+  for ``recv_batch``.
 - **Many frames per system call.**  ``recv_into_batch`` takes up to a batch with one recvmmsg
   (``native.rx_afpacket``) straight into the buffer the fast path rewrites; the runner sends runs of
   forwarded frames with one sendmmsg each (``native.tx_run``).
@@ -35,7 +35,7 @@ from collections import Counter
 
 from pylvs import native
 from pylvs._pure.io import RX_COUNTERS
-from pylvs.core.batch import HEADROOM
+from pylvs.core.batch import HEADROOM, Batch
 from pylvs.io import bpf
 from pylvs.io.port import PortError
 
@@ -49,18 +49,7 @@ PACKET_IGNORE_OUTGOING = 23
 PACKET_STATISTICS = 6
 _TP_STATS = struct.Struct("II")  # struct tpacket_stats: tp_packets, tp_drops
 PACKET_MR_PROMISC = 1
-TP_STATUS_CSUMNOTREADY = 1 << 3
-TP_STATUS_VLAN_VALID = 1 << 4
 SIOCGIFMTU = 0x8921
-_AUX = struct.Struct("=IIIHHHH")  # struct tpacket_auxdata
-_ANC_SPACE = socket.CMSG_SPACE(_AUX.size)
-_TRANSIENT = (BlockingIOError, InterruptedError)
-
-
-def complete_checksum(frame) -> bool:
-    """Fill in the TCP/UDP checksum of a TP_STATUS_CSUMNOTREADY frame in full (``native.complete_checksum``:
-    the C function or its pure twin); False when the frame is not an IPv4 TCP/UDP one."""
-    return native.complete_checksum(frame)
 
 
 class AfPacketPort:
@@ -151,57 +140,19 @@ class AfPacketPort:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def _accept(self, n: int, anc, flags: int, addr, room: int) -> int | None:
-        """The auxdata status of a received frame, or None (counted) when it is not one to forward."""
-        c = self.counters
-        if addr[2] == bpf.PACKET_OUTGOING:
-            c["rx_outgoing_ignored"] += 1
-            return None
-        if flags & socket.MSG_TRUNC or n > room:
-            # Longer than the MTU: a GRO/TSO super-frame (see io/ethtool.py).  Counted, never forwarded
-            # cut short.
-            c["rx_oversize"] += 1
-            return None
-        status = 0
-        for level, typ, cdata in anc:
-            if level == SOL_PACKET and typ == PACKET_AUXDATA and len(cdata) >= _AUX.size:
-                status = _AUX.unpack_from(cdata)[0]
-        if status & TP_STATUS_VLAN_VALID:
-            # The kernel stripped an 802.1Q tag into the auxdata: the frame belongs to a VLAN, not to
-            # this (untagged) interface.  Forwarding it untagged would leak it across; VLANs are not
-            # supported yet, so it is counted and left alone.
-            c["rx_vlan_dropped"] += 1
-            return None
-        if status & TP_STATUS_CSUMNOTREADY:
-            c["csum_completed"] += 1
-        c["rx_frames"] += 1
-        c["rx_bytes"] += n
-        return status
-
     def recv_batch(self, max_frames: int) -> list[bytearray]:
-        out: list[bytearray] = []
-        size = self.mtu + 14 + 4 + 64  # Ethernet header, a VLAN tag, slack; larger frames are truncated
-        for _ in range(max_frames):
-            try:
-                data, anc, flags, addr = self.sock.recvmsg(size, _ANC_SPACE, socket.MSG_TRUNC)
-            except _TRANSIENT:
-                break
-            except OSError:
-                self.counters["rx_errors"] += 1
-                break
-            status = self._accept(len(data), anc, flags, addr, size)
-            if status is None:
-                continue
-            frame = bytearray(data)
-            if status & TP_STATUS_CSUMNOTREADY:
-                complete_checksum(frame)
-            out.append(frame)
-        return out
+        """The frames of :meth:`recv_into_batch` as objects, partial checksums completed."""
+        batch = Batch(max(1, min(max_frames, 64)), self.mtu + 14 + 4 + 64)
+        self.recv_into_batch(batch, max_frames)
+        return batch.frames()
 
     def recv_into_batch(self, batch, max_frames: int) -> int:
-        """Like :meth:`recv_batch`, but straight into ``batch``'s slots, many frames per system call
-        (``native.rx_afpacket``: recvmmsg in C, or its twin), with the same acceptance rules; a partial
-        checksum is left for the fast path to complete (IN_CSUM_PARTIAL)."""
+        """Up to a batch of frames straight into ``batch``'s slots, many per system call
+        (``native.rx_afpacket``: recvmmsg in C, or its twin).  Our own transmissions (PACKET_OUTGOING),
+        frames longer than the MTU (a GRO/TSO super-frame; never forwarded cut short) and VLAN-tagged ones
+        (the kernel stripped the tag into the auxdata: forwarding them untagged would leak them across) are
+        counted and left out; a partial checksum is flagged (IN_CSUM_PARTIAL) for the fast path to
+        complete."""
         room = min(batch.frame_room, self.mtu + 14 + 4 + 64)
         batch.n = native.rx_afpacket(self.sock.fileno(), batch.buf, batch.desc, min(max_frames, batch.size),
                                      batch.stride, HEADROOM, room, self._rx)

@@ -25,7 +25,6 @@ from typing import Callable
 from pylvs import native
 from pylvs._pure.io import TX_COUNTERS
 from pylvs.core.batch import Batch
-from pylvs.core.fastpath import DESC
 from pylvs.core.pipeline import Send
 
 log = logging.getLogger("pylvs.loop")
@@ -56,35 +55,14 @@ class Runner:
         names = director.fast.ifnames
         self._fds = array.array("i", [ports[n].fileno() if n in ports else -1 for n in names] or [-1])
         self._tx = array.array("Q", bytes(8 * len(TX_COUNTERS) * len(self._fds)))
-        # Ports that can receive into a batch buffer get one each (the fast path's input).
-        self._batches = {
-            p.name: Batch(batch, getattr(p, "mtu", 1500) + 14 + 4 + 64)
-            for p in ports.values() if hasattr(p, "recv_into_batch")
-        }
+        # One batch buffer per port: the fast path's input.
+        self._batches = {p.name: Batch(batch, p.mtu + 14 + 4 + 64) for p in ports.values()}
 
-    # One frame batch from one port.  Called by the loop when the fd is readable.
+    # One batch from one port.  Called by the loop when the fd is readable.
     def _readable(self, port) -> None:
-        batch = self._batches.get(port.name)
-        if batch is not None:
-            return self._readable_batch(port, batch)
-        frames = port.recv_batch(self.batch)
-        if not frames:
-            return
-        now = self.clock()
-        handle = self.director.handle
-        name = port.name
-        for f in frames:
-            try:
-                actions = handle(f, name, now)
-            except Exception:  # the core must never raise; if it does, the datapath keeps going
-                self.director.drops["internal_error"] += 1
-                log.exception("internal error on a frame from %s (dropped)", name)
-                continue
-            self._do(actions)
-
-    def _readable_batch(self, port, batch) -> None:
         """Frames land in one buffer; the fast path forwards what it can in place, the rest are punted to
         the slow path; sends go out in arrival order."""
+        batch = self._batches[port.name]
         n = port.recv_into_batch(batch, self.batch)
         if not n:
             return
@@ -103,15 +81,16 @@ class Runner:
         # Runs of forwarded frames go out with one sendmmsg per egress (native.tx_run, or its twin).  The
         # slow path's frames for the punted ones are gathered per port and sent together (send_many) just
         # before the next run of forwarded frames, so every port still sends in arrival order.
-        i, tx_run, desc, size = 0, native.tx_run, batch.desc, DESC.size
+        i, tx_run = 0, native.tx_run
         pending: dict = {}
         while i < n:
-            if DESC.unpack_from(desc, i * size)[2] >= 0:
+            if i not in actions:  # forwarded by the fast path: send the run that starts here
                 if pending:
                     self._flush(pending)
-                i = tx_run(self._fds, batch.buf, desc, i, n, self._tx)
+                j = tx_run(self._fds, batch.buf, batch.desc, i, n, self._tx)
+                i = j if j > i else i + 1  # never stall on a descriptor nobody accounted for
                 continue
-            for a in actions.get(i, ()):
+            for a in actions[i]:
                 if isinstance(a, Send):
                     port = self.ports.get(a.interface)
                     if port is None:
@@ -125,12 +104,7 @@ class Runner:
     @staticmethod
     def _flush(pending: dict) -> None:
         for port, frames in pending.items():
-            send_many = getattr(port, "send_many", None)
-            if send_many is not None:
-                send_many(frames)
-            else:
-                for f in frames:
-                    port.send(f)
+            port.send_many(frames)
         pending.clear()
 
     def _do(self, actions) -> None:

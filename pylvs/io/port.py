@@ -6,7 +6,7 @@ small is what lets the sans-I/O core stay ignorant of where frames come from.
 
 Two rules every port keeps, because the loop relies on them:
 
-- ``recv_batch`` never blocks: the fd is non-blocking and an empty list means "nothing pending now";
+- receiving never blocks: the fd is non-blocking and 0 frames means "nothing pending now";
 - ``send`` never raises on transient conditions (ENOBUFS when a queue is full, EAGAIN, ENETDOWN while a link
   flaps, EMSGSIZE...): a forwarder drops and counts, exactly as a NIC whose ring is full does.  An exception
   escaping into the loop would stop the whole datapath for one lost frame.
@@ -45,16 +45,20 @@ class Port(Protocol):
         """The descriptor to wait on for readability."""
         ...
 
-    def recv_batch(self, max_frames: int) -> list[bytearray]:
-        """Up to ``max_frames`` received frames; ``[]`` when nothing is pending (never blocks)."""
+    def recv_into_batch(self, batch, max_frames: int) -> int:
+        """Fill a pylvs.core.batch.Batch (buffer and descriptors, IN_CSUM_PARTIAL where a checksum is
+        partial) with up to ``max_frames`` frames; returns how many, 0 when nothing is pending (never
+        blocks).  The fast path works on that buffer in place, and the runner sends forwarded frames from
+        it with native.tx_run on ``fileno()`` (sendmmsg, or write() for a TAP device)."""
         ...
 
-    # Optional, and what the runner uses when a port has it (both ports here do):
-    #   recv_into_batch(batch, max_frames) -> int
-    # fills a pylvs.core.batch.Batch (its buffer and descriptors, with the IN_CSUM_PARTIAL flag where the
-    # checksum is partial) instead of returning objects; the fast path then works on that buffer in place,
-    # and the runner sends forwarded frames with native.tx_run on the port's fileno() (sendmmsg, or
-    # write() for a TAP device).
+    def recv_batch(self, max_frames: int) -> list[bytearray]:
+        """The same frames as objects (tools, tests); ``[]`` when nothing is pending."""
+        ...
+
+    def send_many(self, frames) -> None:
+        """Several frames in order, as few system calls as possible; failures counted, never raised."""
+        ...
 
     def send(self, frame: bytes | bytearray) -> None:
         """Write one frame; transient errors are counted in ``tx_errors``, never raised."""

@@ -22,6 +22,7 @@ import os
 from collections import Counter
 
 from pylvs import native
+from pylvs.core.batch import Batch
 from pylvs.io import tuntap
 from pylvs.io.port import PortError
 
@@ -90,30 +91,13 @@ class TapPort:
         return self.fd
 
     def recv_batch(self, max_frames: int) -> list[bytearray]:
-        out: list[bytearray] = []
-        c = self.counters
-        size = self._bufsize
-        for _ in range(max_frames):
-            try:
-                data = os.read(self.fd, size)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as e:  # EIO/EBADFD while the device goes away
-                c["rx_errors"] += 1
-                c[f"rx_error_{e.errno}"] += 1
-                break
-            if len(data) >= size:
-                # Filled the whole buffer: the frame may have been longer and cut (tun_put_user copies what
-                # fits).  Never forward a frame cut short.
-                c["rx_oversize"] += 1
-                continue
-            c["rx_frames"] += 1
-            c["rx_bytes"] += len(data)
-            out.append(bytearray(data))
-        return out
+        """The frames of :meth:`recv_into_batch` as objects."""
+        batch = Batch(max(1, min(max_frames, 64)), self._bufsize)
+        self.recv_into_batch(batch, max_frames)
+        return batch.frames()
 
     def recv_into_batch(self, batch, max_frames: int) -> int:
-        """Like :meth:`recv_batch`, but straight into ``batch``'s slots (no bytes object per frame)."""
+        """Up to a batch of frames straight into ``batch``'s slots (a TAP device gives one per read)."""
         c = self.counters
         batch.clear()
         room = min(batch.frame_room, self._bufsize)
@@ -127,7 +111,9 @@ class TapPort:
                 c[f"rx_error_{e.errno}"] += 1
                 break
             if n >= room:
-                c["rx_oversize"] += 1  # possibly cut short (see recv_batch)
+                # Filled the whole slot: the frame may have been longer and cut (tun_put_user copies what
+                # fits).  Never forward a frame cut short.
+                c["rx_oversize"] += 1
                 continue
             c["rx_frames"] += 1
             c["rx_bytes"] += n

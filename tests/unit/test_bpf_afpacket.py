@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 
 from pylvs.io import bpf
+from pylvs import native
 from pylvs.native import checksum, pseudo_header_sum
-from pylvs.io.afpacket import complete_checksum
 from pylvs.testing import arp_frame, frames, icmp_frame, ip4, tcp_frame, udp_frame
 
 A, B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
@@ -73,24 +73,24 @@ def test_complete_checksum_restores_the_real_checksum(make, proto):
     good = make()
     f = _partial(good, proto)
     assert f != bytearray(good)
-    assert complete_checksum(f)
+    assert native.complete_checksum(f)
     assert bytes(f) == good
 
 
 def test_complete_checksum_leaves_non_l4_and_fragments_alone():
     arp = bytearray(arp_frame(A, B, 1, A, "198.18.0.10", B, VIP))
-    assert not complete_checksum(arp)
+    assert not native.complete_checksum(arp)
     frag = bytearray(udp_frame(A, B, "198.18.0.10", VIP, 1, 2, b"x" * 20))
     frag[20] |= 0x20  # more fragments
     before = bytes(frag)
-    assert not complete_checksum(frag) and bytes(frag) == before
+    assert not native.complete_checksum(frag) and bytes(frag) == before
 
 
 @given(frames("any"))
 def test_complete_checksum_never_raises(frame):
     """Any input: no exception; when it completes, the L4 checksum then verifies (sums to zero)."""
     f = bytearray(frame)
-    if complete_checksum(f):
+    if native.complete_checksum(f):
         ihl = (f[14] & 15) * 4
         end = 14 + int.from_bytes(f[16:18], "big")
         seg = bytes(f[14 + ihl:end])
