@@ -47,9 +47,7 @@ uint8_t *exact_alloc(size_t n)
 /* ---------------------------------------------------------------- known bugs
  *
  * Bugs this harness found in the core, all fixed since; the reference holds the core to the correct
- * behaviour and a run fails on any of them (known_bugs= in the summary must stay 0).  The old
- * -DPN_HARNESS_TOLERATE_KNOWN build that mirrored them is kept for the record only: it no longer matches the
- * core and sanitize.sh does not offer it.
+ * behaviour, so a run fails on any of them again.
  *   KB1: TUN encapsulation when inner total + 20 > 65535 (egress MTU >= 65536, e.g. loopback's): the outer
  *        IPv4 total length wraps (65536 -> 0); should be punted PN_PUNT_MTU.
  *   KB2: pn_complete_l4_checksum() on a frame whose IHL is below 5: "L4" starts inside the IPv4 header
@@ -58,12 +56,6 @@ uint8_t *exact_alloc(size_t n)
  *        before a TUN frame): the staged passes parse a whole group before rewriting any of it, so the result
  *        is not what one-at-a-time processing (and the pure twin) gives, as fastpath.c says it is; e.g. one
  *        frame listed twice is forwarded twice, its TTL decremented twice.  Disjoint descriptors agree. */
-#ifdef PN_HARNESS_TOLERATE_KNOWN
-const int strict = 0;
-#else
-const int strict = 1;
-#endif
-uint64_t st_known_kb1, st_known_kb2;
 
 /* ---------------------------------------------------------------- PRNG (splitmix64): the state */
 
@@ -74,7 +66,7 @@ uint64_t g_rs;
 uint64_t st_csum, st_negzero, st_sip, st_ftops, st_forwards, st_punts, st_batches, st_frames;
 uint64_t st_reason[PN_PUNT_NREASONS];
 uint64_t st_fwd_mode[4][2]; /* [mode][dir] */
-uint64_t st_fwd_udp0, st_fwd_big, st_fwd_udp_ffff, st_complete_ffff, st_seq_diffs;
+uint64_t st_fwd_udp0, st_fwd_big, st_fwd_udp_ffff, st_complete_ffff;
 
 /* ---------------------------------------------------------------- checksums */
 
@@ -332,11 +324,9 @@ static void check_sequential(const pn_table *t, const uint8_t *buf, const pn_des
     if (!same) {
         /* Fixed (staged_ok in fastpath.c): overlapping layouts go one frame at a time, so every batch must
          * agree with one-at-a-time processing, disjoint or not. */
-        CHECK(!strict ? !disjoint : 0,
-              "batch of %u vs one at a time differ (%s %u; descriptors %s): the staged passes are not "
-              "one-at-a-time processing (KB3: see the top of harness.c)",
-              n, what, where, disjoint ? "disjoint" : "overlapping");
-        st_seq_diffs++;
+        FAIL("batch of %u vs one at a time differ (%s %u; descriptors %s): the staged passes are not "
+             "one-at-a-time processing (KB3: see the top of harness.c)",
+             n, what, where, disjoint ? "disjoint" : "overlapping");
     }
 }
 
@@ -375,8 +365,6 @@ static void run_and_check(pn_table *t, uint8_t *buf, size_t buflen, pn_desc *d, 
                 want_punts++;
                 continue;
             }
-            if (ref[i].encap && ref[i].total + 20 > 65535)
-                st_known_kb1++;
             noff[i] = ref_forward(t, &ref[i], exp, skip, d[i].off, &csum_at[i]);
             const pn_entry *e = &t->e[ref[i].slot];
             exp_after[ref[i].slot] = now + (e->proto == 6 ? t->tcp_timeout : t->udp_timeout);
@@ -602,7 +590,7 @@ static void fp_edges(void)
             pn_desc *d = (pn_desc *)xmalloc(sizeof(pn_desc));
             *d = (pn_desc){20, (uint32_t)flen, 0, 0};
             run_and_check(&t, buf, 20 + flen, d, 1, 0, 2.0);
-            CHECK(!strict || d->verdict < 0 || get16(buf + d->off + ETH + 2) == totals[i] + 20,
+            CHECK(d->verdict < 0 || get16(buf + d->off + ETH + 2) == totals[i] + 20,
                   "TUN outer total length %u for inner %zu", get16(buf + d->off + ETH + 2), totals[i]);
             free(d);
             free(buf);
@@ -718,9 +706,9 @@ int main(int argc, char **argv)
     }
     printf("harness ok: seed=%llu iterations=%llu forwards=%" PRIu64 " punts=%" PRIu64 " frames=%" PRIu64
            " batches=%" PRIu64 " csum=%" PRIu64 " negzero=%" PRIu64 " siphash=%" PRIu64 " flowtable_ops=%" PRIu64
-           " big_forwards=%" PRIu64 " known_bugs=%" PRIu64 " (kb1=%" PRIu64 " kb2=%" PRIu64 " kb3=%" PRIu64 ")\n",
+           " big_forwards=%" PRIu64 "\n",
            g_seed, iters, st_forwards, st_punts, st_frames, st_batches, st_csum, st_negzero, st_sip, st_ftops,
-           st_fwd_big, st_known_kb1 + st_known_kb2 + st_seq_diffs, st_known_kb1, st_known_kb2, st_seq_diffs);
+           st_fwd_big);
     fflush(stdout);
     return 0;
 }

@@ -38,8 +38,6 @@ uint8_t *exact_alloc(size_t n);
 
 /* ---------------------------------------------------------------- known bugs (listed in harness.c) */
 
-extern const int strict;
-extern uint64_t st_known_kb1, st_known_kb2;
 
 /* ---------------------------------------------------------------- PRNG (splitmix64) */
 
@@ -79,7 +77,7 @@ static inline uint32_t get32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (
 extern uint64_t st_csum, st_negzero, st_sip, st_ftops, st_forwards, st_punts, st_batches, st_frames;
 extern uint64_t st_reason[PN_PUNT_NREASONS];
 extern uint64_t st_fwd_mode[4][2]; /* [mode][dir] */
-extern uint64_t st_fwd_udp0, st_fwd_big, st_fwd_udp_ffff, st_complete_ffff, st_seq_diffs;
+extern uint64_t st_fwd_udp0, st_fwd_big, st_fwd_udp_ffff, st_complete_ffff;
 
 /* ---------------------------------------------------------------- reference checksum (harness_ref.c) */
 

@@ -44,9 +44,7 @@ int ref_complete(uint8_t *f, size_t len)
     if (len < 34 || get16(f + 12) != 0x0800 || f[14] >> 4 != 4)
         return 0;
     size_t ihl = (size_t)(f[14] & 15) * 4, total = get16(f + 16);
-    if (ihl < 20 && strict)
-        return 0;
-    if (total < ihl || 14 + total > len || (get16(f + 20) & 0x3FFF))
+    if (ihl < 20 || total < ihl || 14 + total > len || (get16(f + 20) & 0x3FFF))
         return 0;
     uint8_t *l4 = f + 14 + ihl;
     uint32_t l4len = (uint32_t)(total - ihl);
@@ -57,8 +55,6 @@ int ref_complete(uint8_t *f, size_t len)
         at = 6;
     else
         return 0;
-    if (ihl < 20)
-        st_known_kb2++;
     put16(l4 + at, 0);
     uint32_t s = oc_add(oc_add(oc_add(ref_sum(f + 26, 8), f[23]), l4len), ref_sum(l4, l4len));
     uint16_t c = (uint16_t)~s;
@@ -486,7 +482,7 @@ refout ref_classify(const pn_table *t, const uint8_t *buf, size_t buflen, uint32
         PUNT(PN_PUNT_TTL);
     r.encap = r.dir == PN_DIR_IN && e->mode == PN_TUN;
     uint64_t limit = t->ifaces[r.egress].mtu;
-    if (strict && limit > 65535) /* no IPv4 datagram is longer, whatever the MTU */
+    if (limit > 65535) /* no IPv4 datagram is longer, whatever the MTU */
         limit = 65535;
     if ((uint64_t)total + (r.encap ? 20 : 0) > limit)
         PUNT(PN_PUNT_MTU);

@@ -60,9 +60,8 @@ else
     sed 's/^/    /' "$tmp/leak.out" | head -5 >&2
 fi
 
-defs=()
-echo "sanitize.sh: $cc ${flags[*]} ${defs[*]:-} ${harness[*]} ${core[*]}"
-"$cc" "${flags[@]}" "${defs[@]}" "${harness[@]}" "${core[@]}" -o "$tmp/harness"
+echo "sanitize.sh: $cc ${flags[*]} ${harness[*]} ${core[*]}"
+"$cc" "${flags[@]}" "${harness[@]}" "${core[@]}" -o "$tmp/harness"
 
 export ASAN_OPTIONS="detect_leaks=$lsan:abort_on_error=1:check_initialization_order=1:strict_string_checks=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"

@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SUMMARY = re.compile(
-    r"^harness ok: seed=\d+ iterations=(\d+) forwards=(\d+) punts=(\d+) .*known_bugs=\d+", re.MULTILINE)
+    r"^harness ok: seed=\d+ iterations=(\d+) forwards=(\d+) punts=(\d+) .*big_forwards=\d+$", re.MULTILINE)
 
 
 @pytest.fixture
