@@ -20,23 +20,6 @@
 static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 static inline void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
 
-/* pn_csum_replace_bytes for an address (n = 4) or a port (n = 2), with the words read directly: the same
- * value (RFC 1624 eqn. 3 on big-endian words), without the general sum's loops. */
-static inline uint16_t replace_small(uint16_t check, const uint8_t *old, const uint8_t *new_, size_t n)
-{
-    uint32_t o = rd16(old), m = rd16(new_);
-    if (n == 4) {
-        o += rd16(old + 2);
-        m += rd16(new_ + 2);
-    }
-    o = (o & 0xFFFF) + (o >> 16);
-    o = (o & 0xFFFF) + (o >> 16);
-    uint32_t s = (uint16_t)~check + (uint16_t)~o + m;
-    s = (s & 0xFFFF) + (s >> 16);
-    s = (s & 0xFFFF) + (s >> 16);
-    return (uint16_t)~s;
-}
-
 /* Patch the L4 checksum at csum for a changed run of bytes: UDP's 0 means "none" and stays 0, a computed
  * UDP 0 is sent as 0xFFFF (RFC 768). */
 static void patch_l4(uint8_t *csum, int udp, const uint8_t *old, const uint8_t *new_, size_t n)
@@ -44,7 +27,7 @@ static void patch_l4(uint8_t *csum, int udp, const uint8_t *old, const uint8_t *
     uint16_t c = rd16(csum);
     if (udp && c == 0)
         return;
-    c = replace_small(c, old, new_, n);
+    c = pn_csum_replace_bytes(c, old, new_, n);
     if (udp && c == 0)
         c = 0xFFFF;
     wr16(csum, c);
@@ -57,7 +40,7 @@ static void set_addr(uint8_t *ip, uint8_t *l4csum, int udp, int field, uint32_t 
     if (memcmp(old, &addr, 4) == 0)
         return;
     memcpy(ip + field, &addr, 4);
-    wr16(ip + 10, replace_small(rd16(ip + 10), old, (const uint8_t *)&addr, 4));
+    wr16(ip + 10, pn_csum_replace_bytes(rd16(ip + 10), old, (const uint8_t *)&addr, 4));
     patch_l4(l4csum, udp, old, (const uint8_t *)&addr, 4);
 }
 

@@ -83,61 +83,31 @@ int pn_rx_afpacket(int fd, uint8_t *buf, size_t buflen, pn_desc *desc, uint32_t 
     return (int)n;
 }
 
-static void count_tx(pn_tx_counters *c, uint32_t frames, uint64_t bytes)
-{
-    c->tx_frames += frames;
-    c->tx_bytes += bytes;
-}
-
 uint32_t pn_tx_run(const int *fds, uint32_t nfds, const uint8_t *buf, size_t buflen, const pn_desc *desc,
                    uint32_t start, uint32_t n, pn_tx_counters *c)
 {
-    struct mmsghdr msgs[PN_IO_MAX];
     struct iovec iov[PN_IO_MAX];
     uint32_t i = start;
     while (i < n && desc[i].verdict >= 0) {
         /* A run of frames to one egress, in arrival order. */
         int16_t eg = desc[i].verdict;
         uint32_t m = 0;
-        uint64_t bytes = 0;
         while (i + m < n && m < PN_IO_MAX && desc[i + m].verdict == eg) {
             const pn_desc *d = &desc[i + m];
-            memset(&msgs[m], 0, sizeof(msgs[m]));
             int ok = (size_t)d->off <= buflen && (size_t)d->len <= buflen - d->off;
             iov[m].iov_base = (void *)(buf + (ok ? d->off : 0));
             iov[m].iov_len = ok ? d->len : 0;
-            msgs[m].msg_hdr.msg_iov = &iov[m];
-            msgs[m].msg_hdr.msg_iovlen = 1;
-            bytes += iov[m].iov_len;
             m++;
         }
         if ((uint32_t)eg >= nfds || fds[eg] < 0) {
             c[(uint32_t)eg < nfds ? eg : 0].tx_errors += m; /* no port for that interface */
-            i += m;
-            continue;
+        } else {
+            uint64_t bytes;
+            uint32_t errors;
+            c[eg].tx_frames += pn_send_frames(fds[eg], iov, m, &bytes, &errors);
+            c[eg].tx_bytes += bytes;
+            c[eg].tx_errors += errors;
         }
-        uint32_t done = 0, sent = 0;
-        int not_sock = 0; /* a TAP device: once sendmmsg says ENOTSOCK, write() each frame */
-        while (done < m) {
-            int r = not_sock ? -1 : sendmmsg(fds[eg], msgs + done, m - done, MSG_DONTWAIT);
-            if (not_sock || (r < 0 && errno == ENOTSOCK)) {
-                not_sock = 1;
-                ssize_t w = write(fds[eg], iov[done].iov_base, iov[done].iov_len);
-                r = w < 0 ? -1 : 1;
-            }
-            if (r < 0) {
-                if (errno == EINTR)
-                    continue;
-                /* ENOBUFS, EAGAIN (a full queue), ENETDOWN...: that frame is lost, counted; go on. */
-                c[eg].tx_errors++;
-                bytes -= iov[done].iov_len;
-                done++;
-                continue;
-            }
-            done += (uint32_t)r;
-            sent += (uint32_t)r;
-        }
-        count_tx(&c[eg], sent, bytes);
         i += m;
     }
     return i;
