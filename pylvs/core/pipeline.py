@@ -264,8 +264,9 @@ class Director:
             old = self.neigh.get(iface.name, a.spa)
             waiting = self.neigh.learn(iface.name, a.spa, a.sha)
             if old is not None and self.neigh.get(iface.name, a.spa) != old:
-                # A neighbour moved: flows the fast path sends there carry the old MAC; take them back.
-                self.events["fast_evicted_neighbor"] += self.fast.evict()
+                # A neighbour moved: the flows the fast path sends to it carry the old MAC; take them back.
+                hop = (iface.name, a.spa)
+                self.events["fast_evicted_neighbor"] += self.fast.evict(lambda c: self._route_to_dest(c) == hop)
             for buf in waiting:
                 buf[0:6] = a.sha
                 out.append(Send(iface.name, bytes(buf), "forward"))

@@ -125,6 +125,14 @@ def test_batch_of_many_packets_matches_the_slow_path(mode):
     got = via_batch(d, frames, "eth0", 12.0)
     assert all(fast for *_, fast in got) and len(got) == 32
     assert [(i, f) for i, f, _ in got] == [(i, f) for i, f, _ in via_handle(ref, frames, "eth0", 12.0)]
+    if mode in ("nat", "fullnat"):
+        # and 32 server replies in one batch the other way
+        dst = (CIP, CPORT) if mode == "nat" else (LIP, c.lport)
+        replies = [tcp_frame(RS_MAC[rs], D1_MAC, RIP[rs], dst[0], 8080, dst[1], ACK, seq=5001 + 100 * i,
+                             ack=1033, ident=0x4000 + i, payload=bytes([i]) * 100) for i in range(32)]
+        got = via_batch(d, replies, "eth1", 12.1)
+        assert all(fast for *_, fast in got) and len(got) == 32
+        assert [(i, f) for i, f, _ in got] == [(i, f) for i, f, _ in via_handle(ref, replies, "eth1", 12.1)]
 
 
 def test_fullnat_forged_toa_is_punted_and_stripped():
@@ -145,7 +153,7 @@ def test_ttl_and_mtu_are_punted_to_the_slow_path():
     low = c2v(ACK, seq=1001, ack=5001, ident=0x1006, ttl=1)
     got = via_batch(d, [low], "eth0", 10.5)
     assert d.fast.stats()["punt_ttl"] == 1 and d.drops["ttl_exceeded"] == 1
-    assert [(i, f[23]) for i, f, _ in got] == [("eth0", 1)]  # ICMP time exceeded back to the client
+    assert [(i, f[23], f[34]) for i, f, _ in got] == [("eth0", 1, 11)]  # ICMP time exceeded to the client
     big = c2v(ACK, seq=1001, ack=5001, ident=0x1007, payload=b"z" * 1500, df=True)
     via_batch(d, [big], "eth0", 10.6)
     assert d.fast.stats()["punt_mtu"] == 1 and d.drops["frag_needed"] == 1
@@ -172,11 +180,20 @@ def test_removed_server_takes_its_flows_back():
 def test_moved_neighbour_takes_flows_back_and_the_new_mac_is_used():
     d = fresh("nat")
     c, rs = open_flow(d, "nat")
+    # A UDP flow to another server, on the fast path too: it must stay there.
+    other = None
+    for sport in range(5000, 5006):
+        via_batch(d, [udp_frame(C_MAC, D0_MAC, CIP, VIP, sport, 53, b"q")], "eth0", 10.3)
+        other = next(x for x in d.table if x.proto == 17 and x.cport == sport)
+        if other.daddr != c.daddr:
+            break
+    assert other.daddr != c.daddr and other.fslot >= 0
     key = ("eth1", ip4(RIP[rs]))
     d.neigh._static.discard(key)  # make the server's MAC a learned entry, as without [[neighbor]]
     new_mac = "02:00:00:00:09:99"
     d.handle(arp_frame(new_mac, D1_MAC, 2, new_mac, RIP[rs], D1_MAC, DIP1), "eth1", 10.4)
     assert d.events["fast_evicted_neighbor"] == 1 and c.fslot < 0
+    assert other.fslot >= 0, "a flow to another server keeps its fast path"
     q = dict(seq=1001, ack=5001, ident=0x1009, payload=b"a")
     got = via_batch(d, [c2v(ACK, **q)], "eth0", 10.5)  # slow once (re-installs with the new MAC) ...
     got += via_batch(d, [c2v(ACK, **q)], "eth0", 10.6)  # ... then fast again
@@ -210,3 +227,24 @@ def test_a_batch_is_handled_in_arrival_order(mode):
     assert (c.state_name, c.expires, c.dest.active, c.dest.inactive) == (
         rc.state_name, rc.expires, rc.dest.active, rc.dest.inactive)
 
+
+
+def test_an_internal_error_costs_one_frame_not_the_batch(monkeypatch):
+    """If the slow path ever raises on a punted frame, that frame is a counted drop and the rest of the
+    batch (fast frames before and after it) still goes out."""
+    d = fresh("nat")
+    c, rs = open_flow(d, "nat")
+    real = d.handle
+
+    def broken(frame, interface, now):
+        if bytes(frame).endswith(b"boom"):
+            raise RuntimeError("injected")
+        return real(frame, interface, now)
+
+    monkeypatch.setattr(d, "handle", broken)
+    fs = [c2v(ACK, seq=1001, ack=5001, ident=0x1301, payload=b"one"),
+          c2v(ACK, seq=1004, ack=5001, ident=0x1302, payload=b"boom", ttl=1),  # punted (TTL), then raises
+          c2v(ACK, seq=1008, ack=5001, ident=0x1303, payload=b"two")]
+    got = via_batch(d, fs, "eth0", 10.5)
+    assert [fast for *_, fast in got] == [True, True]
+    assert d.drops["internal_error"] == 1 and isinstance(d.last_internal_error, RuntimeError)

@@ -52,7 +52,7 @@ def _toa_options(pcap: pathlib.Path, rs_port: int) -> list[tuple[bytes, int, byt
 
 
 @pytest.mark.parametrize("mode,driver", CASES, ids=[f"{m}-{d}" for m, d in CASES])
-def test_live_traffic(mode, driver, tmp_path):
+def test_live_traffic(mode, driver, tmp_path, pylvs_impl):
     t0 = time.monotonic()
     with Lab(mode, driver) as lab:
         http_port, _ = lab.rs_ports
@@ -90,6 +90,9 @@ def test_live_traffic(mode, driver, tmp_path):
         tcp_svc = next(s for s in stats["services"] if s["service"].startswith("TCP"))
         assert sum(r["conns"] for r in tcp_svc["real_servers"]) == N_HTTP + 1
         assert not stats["drops"].get("internal_error")
+        # The established flows went through the fast path of the implementation under test.
+        fp = stats["fast_path"]
+        assert fp["implementation"] == pylvs_impl and fp["forwarded"] > 1000, fp
 
         peers = http["peers"]["rs1"]
         if mode == "fullnat":

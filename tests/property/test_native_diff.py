@@ -303,3 +303,20 @@ def test_out_of_range_arguments_are_refused_alike():
     for f in (C.complete_checksum, PC.complete_checksum):
         with pytest.raises(BufferError):
             f(bytes(64))
+
+
+def test_siphash13_known_answers_from_cpython():
+    """A reference for SipHash-1-3 that is neither implementation: CPython hashes bytes with SipHash-1-3
+    (3.11+), with an all-zero key when PYTHONHASHSEED=0."""
+    import subprocess
+    import sys
+
+    msgs = [b"a", b"abc", bytes(range(7)), bytes(range(8)), bytes(range(15)), bytes(range(64))]
+    code = f"import sys; print([hash(m) & (2**64 - 1) for m in {msgs!r}])"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
+                       env={"PYTHONHASHSEED": "0"})
+    if sys.hash_info.algorithm != "siphash13":
+        pytest.skip(f"this Python hashes with {sys.hash_info.algorithm}, not SipHash-1-3")
+    want = eval(r.stdout)  # a list of ints printed by the child
+    assert [C.siphash13(bytes(16), m) for m in msgs] == want
+    assert [PS.siphash13(bytes(16), m) for m in msgs] == want
