@@ -90,9 +90,10 @@ def test_live_traffic(mode, driver, tmp_path, pylvs_impl):
         tcp_svc = next(s for s in stats["services"] if s["service"].startswith("TCP"))
         assert sum(r["conns"] for r in tcp_svc["real_servers"]) == N_HTTP + 1
         assert not stats["drops"].get("internal_error")
-        # The established flows went through the fast path of the implementation under test.
+        # The established flows went through the fast path of the implementation under test: at least the
+        # bulk flow's client segments (hundreds of ACKs even in DR/TUN, where only that half crosses us).
         fp = stats["fast_path"]
-        assert fp["implementation"] == pylvs_impl and fp["forwarded"] > 1000, fp
+        assert fp["implementation"] == pylvs_impl and fp["forwarded"] > 200, fp
 
         peers = http["peers"]["rs1"]
         if mode == "fullnat":
