@@ -42,13 +42,6 @@ uint64_t pn_csum_partial(const uint8_t *d, size_t n, uint64_t s)
     return s + r;
 }
 
-uint16_t pn_fold16(uint64_t s)
-{
-    while (s >> 16)
-        s = (s & 0xFFFF) + (s >> 16);
-    return (uint16_t)s;
-}
-
 uint16_t pn_csum_fold(uint64_t s) { return (uint16_t)~pn_fold16(s); }
 
 /* RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'). */
@@ -61,24 +54,6 @@ uint16_t pn_csum_replace2(uint16_t check, uint16_t old, uint16_t new_)
 uint16_t pn_csum_replace4(uint16_t check, uint32_t old, uint32_t new_)
 {
     uint64_t s = (uint16_t)~check + (uint16_t)~(old >> 16) + (uint16_t)~old + (new_ >> 16) + (new_ & 0xFFFF);
-    return (uint16_t)~pn_fold16(s);
-}
-
-/* RFC 1624 eqn. 3 for a changed run of big-endian words (an address, a port): the words are summed as
- * they are, without the general sum's loads and byte swap, which matter only for long runs. */
-uint16_t pn_csum_replace_bytes(uint16_t check, const uint8_t *old, const uint8_t *new_, size_t len)
-{
-    uint64_t o = 0, m = 0;
-    size_t i = 0;
-    for (; i + 1 < len; i += 2) {
-        o += (uint32_t)old[i] << 8 | old[i + 1];
-        m += (uint32_t)new_[i] << 8 | new_[i + 1];
-    }
-    if (i < len) { /* an odd last byte is the high half of a zero-padded word (RFC 1071 §4.1) */
-        o += (uint32_t)old[i] << 8;
-        m += (uint32_t)new_[i] << 8;
-    }
-    uint64_t s = (uint16_t)~check + (uint16_t)~pn_fold16(o) + m;
     return (uint16_t)~pn_fold16(s);
 }
 
