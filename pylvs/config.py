@@ -41,6 +41,7 @@ __all__ = [
     "ConfigError", "load_config", "parse_config",
     "Config", "Interface", "Route", "Neighbor", "RealServer", "VirtualServer", "Table",
     "MODES", "RS_MODES", "SCHEDULERS", "PROTOCOLS", "DRIVERS", "TCP_STATES", "DEFAULT_TIMEOUTS",
+    "HealthCheck", "SorryServer", "Control", "CHECK_TYPES", "ON_FAILURE", "RS_STATES",
 ]
 
 IPAddress = IPv4Address | IPv6Address
@@ -52,6 +53,13 @@ SCHEDULERS = ("rr", "wrr", "sh", "lc", "wlc", "mh")
 PROTOCOLS = ("tcp", "udp")
 DRIVERS = ("afpacket", "tap")
 ICMP_ECHO = ("reply", "drop")
+CHECK_TYPES = ("tcp", "http", "udp", "exec", "none")
+#: what a failed health check does to a server (keepalived: ``inhibit_on_failure`` = quiesce, else remove)
+ON_FAILURE = ("quiesce", "remove")
+#: a real server's administrative state (HAProxy's ready / drain / maint)
+RS_STATES = ("ready", "drain", "maint")
+DEFAULT_CTL_SOCKET = "/run/pylvs/pylvs.sock"
+DEFAULT_METRICS = "127.0.0.1:9470"
 TCP_STATES = ("NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT",
               "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK")
 #: IPVS defaults (ip_vs_proto_tcp.c / ip_vs_proto_udp.c), in seconds.
@@ -107,12 +115,51 @@ class Neighbor:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """One server's check (keepalived TCP_CHECK / HTTP_GET / MISC_CHECK, plus a UDP send/expect).
+
+    ``port`` None = the real server's port.  ``status`` is the inclusive range of good HTTP statuses;
+    ``body`` an optional substring the HTTP body must contain.  ``send``/``expect`` are the UDP payload
+    and the substring the answer must contain (empty expect: any answer).  ``command`` is run without a
+    shell, with ``{address}`` and ``{port}`` substituted; exit status 0 means up."""
+
+    type: str = "tcp"
+    interval: float = 2.0
+    timeout: float = 1.0
+    rise: int = 2
+    fall: int = 3
+    on_failure: str = "quiesce"
+    port: int | None = None
+    path: str = "/"
+    status: tuple[int, int] = (200, 399)
+    body: str | None = None
+    host: str | None = None
+    send: str = ""
+    expect: str = ""
+    command: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SorryServer:
+    """keepalived ``sorry_server``: takes new flows while no real server of the service can."""
+
+    address: IPAddress
+    port: int
+    mode: str = "nat"
+
+
+@dataclass(frozen=True, slots=True)
 class RealServer:
     address: IPAddress
     port: int
     weight: int = 1
     #: effective mode (already resolved by the loader)
     mode: str = "nat"
+    #: the administrative state: drain = no new flows, existing ones go on; maint = as if removed
+    #: (its flows follow the service's expire_nodest_conn), health checks paused
+    state: str = "ready"
+    #: the effective check (the server's own, else the service's); None = not checked
+    health_check: HealthCheck | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +181,9 @@ class VirtualServer:
     toa_on_syn: bool = False
     expire_nodest_conn: bool = False
     real_servers: tuple[RealServer, ...] = ()
+    sorry_server: SorryServer | None = None
+    #: the service-level default check as written (each RealServer carries its effective one)
+    health_check: HealthCheck | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +192,14 @@ class Table:
     sloppy_tcp: bool = False
     icmp_echo: str = "reply"
     neighbor_queue: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """The runtime control socket (``pylvs ctl``) and the Prometheus endpoint; "" disables either."""
+
+    socket: str = DEFAULT_CTL_SOCKET
+    metrics: str = DEFAULT_METRICS
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,18 +214,31 @@ class Config:
     #: every key of DEFAULT_TIMEOUTS, with the file's [timeouts] merged in
     timeouts: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
     table: Table = field(default_factory=Table)
+    control: Control = field(default_factory=Control)
 
 
 # --------------------------------------------------------------------------- keys
 
-_TOP_KEYS = ("mode", "interface", "route", "neighbor", "virtual_server", "timeouts", "table")
+_TOP_KEYS = ("mode", "interface", "route", "neighbor", "virtual_server", "timeouts", "table", "control")
 _IFACE_KEYS = ("name", "mac", "addresses", "mtu", "driver", "host_address")
 _ROUTE_KEYS = ("prefix", "via", "interface")
 _NEIGH_KEYS = ("address", "mac", "interface")
 _VS_KEYS = ("address", "port", "protocol", "scheduler", "sh_port", "sh_fallback", "mode",
             "persistence_timeout", "persistence_netmask", "local_addresses", "local_port_range",
-            "toa", "toa_kind", "toa_on_syn", "expire_nodest_conn", "real_server")
-_RS_KEYS = ("address", "port", "weight", "mode")
+            "toa", "toa_kind", "toa_on_syn", "expire_nodest_conn", "real_server", "sorry_server",
+            "health_check")
+_RS_KEYS = ("address", "port", "weight", "mode", "state", "health_check")
+_CHECK_KEYS = ("type", "interval", "timeout", "rise", "fall", "on_failure", "port", "path", "status", "body",
+               "host", "send", "expect", "command")
+#: the keys each check type reads (the others are refused, so a typo'd type cannot hide a setting)
+_CHECK_TYPE_KEYS = {
+    "tcp": (), "none": (),
+    "http": ("path", "status", "body", "host"),
+    "udp": ("send", "expect"),
+    "exec": ("command",),
+}
+_SORRY_KEYS = ("address", "port", "mode")
+_CONTROL_KEYS = ("socket", "metrics")
 _TABLE_KEYS = ("max_connections", "sloppy_tcp", "icmp_echo", "neighbor_queue")
 
 _MAC_RE = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}")
@@ -434,8 +505,92 @@ def _neighbor(file: str, path: str, data: Any, ifaces: dict[str, Interface]) -> 
     return Neighbor(address=addr, mac=mac, interface=iface.name)
 
 
+def _health_check(file: str, path: str, data: Any) -> HealthCheck | None:
+    """A ``health_check`` table; ``type = "none"`` turns checking off (e.g. one server of a checked pool)."""
+    t = _Table(file, data, path, _CHECK_KEYS)
+    kind = t.str("type", _REQUIRED, CHECK_TYPES)
+    wanted = _CHECK_TYPE_KEYS[kind]
+    for key in t.data:
+        if key in _CHECK_KEYS[:6] or key == "port" or key in wanted:
+            continue
+        raise t.error(key, f"{key!r} does not apply to a {kind!r} check")
+    if kind == "none":
+        return None
+    interval = t.num("interval", 2.0, positive=True)
+    timeout = t.num("timeout", min(1.0, interval), positive=True)
+    if timeout > interval:
+        # A check still running when the next is due would pile up: keepalived refuses this too.
+        raise t.error("timeout", f"timeout {timeout:g} s is longer than the interval {interval:g} s")
+    rise = t.int("rise", 2, 1, 1000)
+    fall = t.int("fall", 3, 1, 1000)
+    on_failure = t.str("on_failure", "quiesce", ON_FAILURE)
+    port = t.int("port", None, 1, 65535)
+    path_s = t.str("path", "/")
+    if not path_s.startswith("/") or any(c.isspace() for c in path_s):
+        raise t.error("path", f"expected an absolute path without whitespace like '/health', got {path_s!r}")
+    st = t.array("status", [200, 399])
+    if len(st) != 2 or not all(_is_int(x) for x in st) or not 100 <= st[0] <= st[1] <= 599:
+        raise t.error("status", f"expected [low, high] HTTP statuses with 100 <= low <= high <= 599, got {st!r}")
+    body = t.str("body", None)
+    host = t.str("host", None)
+    send = t.str("send", "")
+    if kind == "udp" and not send:
+        raise t.error("send", "a 'udp' check needs a payload to send (send = \"...\")")
+    expect = t.str("expect", "")
+    cmd = t.array("command", [])
+    if kind == "exec":
+        if not cmd or not all(isinstance(x, str) and x for x in cmd):
+            raise t.error("command", "expected a non-empty array of non-empty strings, e.g. "
+                                     "[\"/usr/local/bin/check\", \"{address}\", \"{port}\"]")
+    return HealthCheck(type=kind, interval=interval, timeout=timeout, rise=rise, fall=fall,
+                       on_failure=on_failure, port=port, path=path_s, status=(st[0], st[1]), body=body,
+                       host=host, send=send, expect=expect, command=tuple(cmd))
+
+
+def _sorry_server(file: str, path: str, data: Any, vs_addr: IPAddress, vs_port: int,
+                  vs_mode: str) -> SorryServer:
+    t = _Table(file, data, path, _SORRY_KEYS)
+    addr = _ip(file, t.at("address"), t.str("address"))
+    if addr.version != vs_addr.version:
+        raise t.error("address", f"sorry server {addr} is {_family(addr.version)} but the service "
+                                 f"{vs_addr} is {_family(vs_addr.version)}")
+    port = t.int("port", vs_port, 1, 65535)
+    mode = t.str("mode", None, MODES) or vs_mode
+    if (mode == "fullnat") != (vs_mode == "fullnat"):
+        raise t.error("mode", f"mode {mode!r} conflicts with the service's mode {vs_mode!r} "
+                              "(FULLNAT applies to the whole service)")
+    if mode in ("dr", "tun") and port != vs_port:
+        raise t.error("port", f"DR/TUN cannot map ports: sorry server port {port} differs from the "
+                              f"service port {vs_port}")
+    return SorryServer(address=addr, port=port, mode=mode)
+
+
+def _control(file: str, data: Any) -> Control:
+    t = _Table(file, data, "control", _CONTROL_KEYS)
+    sock = t.str("socket", DEFAULT_CTL_SOCKET)
+    if sock and not os.path.isabs(sock):
+        raise t.error("socket", f"expected an absolute path (or \"\" for none), got {sock!r}")
+    metrics = t.str("metrics", DEFAULT_METRICS)
+    if metrics:
+        parse_listen(metrics, lambda msg: t.error("metrics", msg))
+    return Control(socket=sock, metrics=metrics)
+
+
+def parse_listen(s: str, error=ValueError) -> tuple[str, int]:
+    """``"127.0.0.1:9470"`` or ``"[::1]:9470"`` -> (host, port); ``error(message)`` makes the exception."""
+    host, sep, port_s = s.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not port_s.isdigit() or not 1 <= int(port_s) <= 65535:
+        raise error(f"expected ADDRESS:PORT like '127.0.0.1:9470', got {s!r}")
+    try:
+        ip_address(host)
+    except ValueError:
+        raise error(f"{host!r} is not an IP address (expected ADDRESS:PORT like '127.0.0.1:9470')") from None
+    return host, int(port_s)
+
+
 def _real_server(file: str, path: str, data: Any, vs_addr: IPAddress, vs_port: int,
-                 vs_mode: str) -> RealServer:
+                 vs_mode: str, vs_check: HealthCheck | None) -> RealServer:
     t = _Table(file, data, path, _RS_KEYS)
     addr = _ip(file, t.at("address"), t.str("address"))
     if addr.version != vs_addr.version:
@@ -461,7 +616,11 @@ def _real_server(file: str, path: str, data: Any, vs_addr: IPAddress, vs_port: i
     if mode in ("dr", "tun") and port != vs_port:
         raise t.error("port", f"DR/TUN cannot map ports: real server port {port} differs from the "
                               f"service port {vs_port} (effective mode {mode!r})")
-    return RealServer(address=addr, port=port, weight=weight, mode=mode)
+    state = t.str("state", "ready", RS_STATES)
+    check = vs_check
+    if "health_check" in t.data:
+        check = _health_check(file, t.at("health_check"), t.data["health_check"])
+    return RealServer(address=addr, port=port, weight=weight, mode=mode, state=state, health_check=check)
 
 
 def _virtual_server(file: str, path: str, data: Any, default_mode: str) -> VirtualServer:
@@ -512,10 +671,16 @@ def _virtual_server(file: str, path: str, data: Any, default_mode: str) -> Virtu
     toa_on_syn = t.bool("toa_on_syn", False)
     expire_nodest_conn = t.bool("expire_nodest_conn", False)
 
+    check = None
+    if "health_check" in t.data:
+        check = _health_check(file, t.at("health_check"), t.data["health_check"])
+    sorry = None
+    if "sorry_server" in t.data:
+        sorry = _sorry_server(file, t.at("sorry_server"), t.data["sorry_server"], addr, port, mode)
     rss: list[RealServer] = []
     seen: dict[tuple[IPAddress, int], int] = {}
     for j, (p, item) in enumerate(t.tables("real_server")):
-        rs = _real_server(file, p, item, addr, port, mode)
+        rs = _real_server(file, p, item, addr, port, mode, check)
         key = (rs.address, rs.port)
         if key in seen:
             raise ConfigError(file, p, f"duplicate real server {rs.address}:{rs.port} "
@@ -528,7 +693,8 @@ def _virtual_server(file: str, path: str, data: Any, default_mode: str) -> Virtu
         sh_fallback=sh_fallback, mode=mode, persistence_timeout=persistence_timeout,
         persistence_netmask=persistence_netmask, local_addresses=tuple(lips),
         local_port_range=(lo, hi), toa=toa, toa_kind=toa_kind, toa_on_syn=toa_on_syn,
-        expire_nodest_conn=expire_nodest_conn, real_servers=tuple(rss))
+        expire_nodest_conn=expire_nodest_conn, real_servers=tuple(rss), sorry_server=sorry,
+        health_check=check)
 
 
 def _timeouts(file: str, data: Any) -> dict[str, float]:
@@ -606,9 +772,10 @@ def parse_config(data: dict, file: str = "<config>", mode_override: str | None =
 
     timeouts = _timeouts(file, data["timeouts"]) if "timeouts" in data else dict(DEFAULT_TIMEOUTS)
     table = _table(file, data["table"]) if "table" in data else Table()
+    control = _control(file, data["control"]) if "control" in data else Control()
     return Config(file=file, mode=mode, interfaces=tuple(ifaces.values()), routes=tuple(routes),
                   neighbors=tuple(neighbors), virtual_servers=tuple(services),
-                  timeouts=timeouts, table=table)
+                  timeouts=timeouts, table=table, control=control)
 
 
 def load_config(path: str | os.PathLike, mode_override: str | None = None) -> Config:

@@ -3,6 +3,21 @@
 The config's ``RealServer`` is immutable; a ``Dest`` is what the datapath and the
 schedulers share at run time: the current weight (0 = quiescent), whether it is
 still part of the service, and the connection counts ``lc``/``wlc`` weigh.
+
+Three inputs decide the two values the datapath reads (:meth:`Dest.settle`), as one table:
+
+=================  ===================  =========  ===========================
+present (config)   admin state          health     -> available, weight
+=================  ===================  =========  ===========================
+no                 any                  any        False, 0 (removed: IPVS trash)
+yes                maint                any        False, 0 (as if removed)
+yes                ready / drain        down+remove False, 0 (keepalived, no inhibit)
+yes                drain                any        True, 0 (quiescent)
+yes                ready                down+quiesce True, 0 (inhibit_on_failure)
+yes                ready                up / none  True, configured weight
+=================  ===================  =========  ===========================
+
+An unavailable server's flows follow the service's ``expire_nodest_conn``; a weight-0 one's go on.
 """
 
 from __future__ import annotations
@@ -40,6 +55,30 @@ class Dest:
     label: str = field(default="")
     #: index of this server's counters in the fast path's flow table (set by the Director)
     fid: int = 0
+    #: the configured weight (``weight`` is the effective one)
+    cfg_weight: int = -1
+    #: part of the service's configuration (False: removed, kept alive only by its flows)
+    present: bool = True
+    #: administrative state: "ready", "drain" or "maint"
+    admin: str = "ready"
+    #: health: None = not checked, else the last verdict of its check
+    healthy: bool | None = None
+    #: what a failed check does: "quiesce" (weight 0) or "remove"
+    on_failure: str = "quiesce"
+
+    def __post_init__(self) -> None:
+        if self.cfg_weight < 0:
+            self.cfg_weight = self.weight
+
+    def settle(self) -> None:
+        """Derive ``available`` and ``weight`` from the inputs (the table in the module docstring)."""
+        down = self.healthy is False
+        self.available = self.present and self.admin != "maint" and not (down and self.on_failure == "remove")
+        self.weight = self.cfg_weight if self.available and self.admin == "ready" and not down else 0
+
+    @property
+    def health(self) -> str:
+        return "unchecked" if self.healthy is None else "up" if self.healthy else "down"
 
     @property
     def overhead(self) -> int:

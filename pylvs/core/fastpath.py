@@ -21,12 +21,15 @@ from __future__ import annotations
 from pylvs import native
 from pylvs._pure.flowtable import DESC  # noqa: F401 - the descriptor layout (struct pn_desc), re-exported
 from pylvs.core.conntable import Conn
+from pylvs.core.dest import Dest
 from pylvs.core.packet import IPPROTO_TCP
 from pylvs.core.tcpstate import sES
 
 MODE_CODES = {"nat": 0, "dr": 1, "tun": 2, "fullnat": 3}
 #: the table's capacity never exceeds this (flows beyond it simply stay on the slow path)
 MAX_FAST_FLOWS = 1 << 22
+#: per-server counter slots in the table (its maximum; slot 0 means "none")
+DEST_SLOTS = 65536
 
 
 class FastPath:
@@ -38,18 +41,31 @@ class FastPath:
         v4 = {n: next((a for a in ifc.addrs if len(a) == 4), None) for n, ifc in director.ifaces.items()}
         self.ifnames: list[str] = [n for n in director.ifaces if v4[n] is not None][: native.MAX_INTERFACES]
         self.ifindex = {n: i for i, n in enumerate(self.ifnames)}
-        # Counter slots: 0 is "none"; servers beyond the table's 65535 slots keep their flows on the slow path.
-        self.dests = [d for s in director.services for d in s.dests][: 65535]
-        self.table = native.FlowTable(min(capacity, MAX_FAST_FLOWS), dests=len(self.dests) + 1)
+        # Counter slots: 0 is "none"; every slot exists from the start (32 bytes each, zero pages until
+        # used) so servers added at run time get one too.  Beyond them, a server's flows stay slow.
+        self.table = native.FlowTable(min(capacity, MAX_FAST_FLOWS), dests=DEST_SLOTS)
         for i, name in enumerate(self.ifnames):
             ifc = director.ifaces[name]
             self.table.set_interface(i, ifc.mac, v4[name], min(ifc.mtu, 65535))
-        for fid, d in enumerate(self.dests, start=1):
-            d.fid = fid
-        self.table.set_timeouts(float(director.timeouts["established"]), float(director.timeouts["udp"]))
+        self.dests: list[Dest] = []
+        self._owner: dict[int, object] = {}
+        for s in director.services:
+            for d in s.all_dests():
+                self.register(s, d)
+        self.set_timeouts(director.timeouts)
         self.conns: dict[int, Conn] = {}
-        self._owner = {id(d): s for s in director.services for d in s.dests}
         self.inserts_failed = 0
+
+    def register(self, svc, d: Dest) -> None:
+        """Give a server a counter slot (once: a server keeps its slot for the life of the process)."""
+        if d.fid or len(self.dests) >= DEST_SLOTS - 1:
+            return
+        self.dests.append(d)
+        d.fid = len(self.dests)
+        self._owner[id(d)] = svc
+
+    def set_timeouts(self, timeouts) -> None:
+        self.table.set_timeouts(float(timeouts["established"]), float(timeouts["udp"]))
 
     # ------------------------------------------------------------ flows in and out of the fast path
 

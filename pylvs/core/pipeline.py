@@ -99,9 +99,9 @@ class Director:
         self.routes = Routes(self.ifaces, config.routes)
         self.neigh = Neighbors(config.neighbors, config.table.neighbor_queue)
         self.services: list[Service] = build_services(config)
-        self._svc_by_key = {(s.proto, s.addr, s.port): s for s in self.services}
-        self.timeouts = dict(config.timeouts)
-        self._tcp_timeouts = [float(self.timeouts[name.lower()]) for name in STATES]
+        #: services removed by a reload whose flows have not all ended yet
+        self.retired_services: list[Service] = []
+        self.set_timeouts(config.timeouts)
         self.table = ConnTable(config.table.max_connections, on_expire=self._on_expire)
         self.sloppy_tcp = config.table.sloppy_tcp
         self.icmp_echo = config.table.icmp_echo
@@ -110,11 +110,11 @@ class Director:
         self.last_internal_error: Exception | None = None
         self.events: Counter[str] = Counter()
         self._ip_id = 0
-        # Addresses the director owns or answers for.
-        vips = {s.addr for s in self.services}
-        lips = {lip for s in self.services for lip in s.lips}
-        self.local_addrs = vips | lips | {a for i in self.ifaces.values() for a in i.addrs}
-        self._arp_targets = {n: vips | lips | set(i.addrs) for n, i in self.ifaces.items()}
+        #: live flows per VIP/LIP: an address a reload removed is answered for until its last flow ends
+        self._addr_refs: Counter[bytes] = Counter()
+        #: bumped whenever local_addrs changes (the runner then rebuilds its AF_PACKET filters)
+        self.addrs_version = 0
+        self.refresh_addresses()
         #: the established-flow fast path (C, or its pure twin: ``self.fast.impl`` says which)
         self.fast = FastPath(self, config.table.max_connections)
         self.table.refresh = self.fast.refresh
@@ -187,6 +187,8 @@ class Director:
         self.table.expire(now)
         for s in self.services:
             s.expire_templates(now)
+        if self.retired_services:
+            self.forget_idle_retired()
         out: list[Action] = []
         for key, pend in list(self.neigh.pending.items()):
             if now - pend.last < ARP_RETRANS:
@@ -220,6 +222,14 @@ class Director:
         t = c.template
         if t is not None:
             t.n_control -= 1
+        c.svc.live -= 1
+        refs = self._addr_refs
+        for a in (c.vaddr, c.laddr) if c.mode == "fullnat" else (c.vaddr,):
+            refs[a] -= 1
+            if refs[a] <= 0:
+                del refs[a]
+                if a not in self._configured:
+                    self.refresh_addresses()  # the last flow of an address a reload removed
         self.events["conns_expired"] += 1
 
     def _set_timeout(self, c: Conn, now: float) -> None:
@@ -425,6 +435,10 @@ class Director:
         dest.active += 1
         dest.conns += 1
         svc.conns += 1
+        svc.live += 1
+        self._addr_refs[c.vaddr] += 1
+        if c.mode == "fullnat":
+            self._addr_refs[c.laddr] += 1
         if template is not None:
             template.n_control += 1
             c.template = template
@@ -611,6 +625,55 @@ class Director:
         return self._emit(ifname, nexthop, None, p, now)
 
     # ------------------------------------------------------------------ introspection
+
+    def refresh_addresses(self) -> None:
+        """The addresses the director owns or answers for: its own, the configured VIPs and LIPs, and any
+        other still used by a live flow (a reload took it away; it is let go when the flow ends)."""
+        vips = {s.addr for s in self.services}
+        lips = {lip for s in self.services for lip in s.lips}
+        self._configured = vips | lips
+        ours = self._configured | set(self._addr_refs)
+        self._svc_by_key = {(s.proto, s.addr, s.port): s for s in self.services}
+        local = ours | {a for i in self.ifaces.values() for a in i.addrs}
+        if local != getattr(self, "local_addrs", None):
+            self.local_addrs = local
+            self.addrs_version += 1
+        self._arp_targets = {n: ours | set(i.addrs) for n, i in self.ifaces.items()}
+
+    def set_timeouts(self, timeouts) -> None:
+        self.timeouts = dict(timeouts)
+        self._tcp_timeouts = [float(self.timeouts[name.lower()]) for name in STATES]
+        if hasattr(self, "fast"):
+            self.fast.set_timeouts(self.timeouts)
+
+    def reconfigure(self, config) -> list[str]:
+        """Apply a new, validated configuration as a difference (:mod:`pylvs.core.reconfig`)."""
+        from pylvs.core import reconfig
+
+        return reconfig.apply(self, config)
+
+    def set_health(self, svc: Service, dest, healthy: bool | None) -> None:
+        """A health check's verdict on one server of ``svc`` (None: no longer checked)."""
+        if dest.healthy is healthy:
+            return
+        was = dest.available
+        dest.healthy = healthy
+        dest.settle()
+        svc.reschedule()
+        if was and not dest.available:
+            self.dest_unavailable(dest)
+        self.events["health_" + ("unchecked" if healthy is None else "up" if healthy else "down")] += 1
+
+    def forget_idle_retired(self) -> None:
+        """Drop retired services and servers no flow points at any more."""
+        self.retired_services = [s for s in self.retired_services if s.live > 0]
+        for s in self.services:
+            for key, d in list(s.retired.items()):
+                if d.active + d.inactive + d.persist == 0:
+                    del s.retired[key]
+
+    def find_service(self, proto: int, addr: bytes, port: int) -> Service | None:
+        return self._svc_by_key.get((proto, addr, port))
 
     def dest_unavailable(self, dest) -> None:
         """A server left its service (reload, control): its flows go back to the slow path, which applies

@@ -90,6 +90,14 @@ class Neighbors:
     def get(self, ifname: str, addr: bytes) -> bytes | None:
         return self._macs.get((ifname, addr))
 
+    def set_static(self, static) -> None:
+        """A reload's static entries: those gone are forgotten (ARP finds them again), new ones win."""
+        new = {(n.interface, n.address.packed): n.mac for n in static}
+        for key in self._static - new.keys():
+            del self._macs[key]
+        self._static = set(new)
+        self._macs.update(new)
+
     def learn(self, ifname: str, addr: bytes, mac: bytes) -> list[bytearray]:
         """Record ``addr`` → ``mac``; returns frames that were waiting for it."""
         key = (ifname, addr)
