@@ -6,6 +6,7 @@
     pylvs rs tun-decap --vip VIP
     pylvs replay --config FILE [--mode M] IN.pcap OUT.pcap [--log actions.jsonl]
     pylvs demo [--mode M] [--driver afpacket|tap] [--offline]
+    pylvs ctl VERB ...          (see pylvs/control/ctlcli.py: list, conns, add-server, drain, save, reload...)
     pylvs --version
 
 Errors in the config name the file, the key path and what is wrong, and exit
@@ -144,10 +145,18 @@ def cmd_run(args) -> int:
         _err("--config FILE is required (e.g. pylvs --mode fullnat --config examples/fullnat.toml)")
         return EXIT_CONFIG
     cfg = _load(args.config, args.mode)
+    if args.metrics:
+        from pylvs.config import parse_listen
+
+        parse_listen(args.metrics, lambda m: ConfigError("--metrics", "", m))
+    if args.ctl_socket and not os.path.isabs(args.ctl_socket):
+        _err(f"--ctl-socket: expected an absolute path, got {args.ctl_socket!r}")
+        return EXIT_CONFIG
     from pylvs.io.live import LiveError, serve
 
     try:
-        stats = serve(cfg, host_setup=args.host_setup, stats_out=args.stats_out)
+        stats = serve(cfg, host_setup=args.host_setup, stats_out=args.stats_out, mode_override=args.mode,
+                      ctl_socket=args.ctl_socket, metrics=args.metrics)
     except LiveError as e:
         _err(str(e))
         return EXIT_RUNTIME
@@ -187,6 +196,10 @@ def _run_options(p: argparse.ArgumentParser, *, required: bool) -> None:
     p.add_argument("--host-setup", action="store_true",
                    help="apply the host recipe (`pylvs host-setup` prints it) at start, undo it at exit")
     p.add_argument("--stats-out", metavar="FILE", help="write the final counters here as JSON at exit")
+    p.add_argument("--ctl-socket", metavar="PATH",
+                   help="control socket for `pylvs ctl` (default: control.socket, /run/pylvs/pylvs.sock; '' = none)")
+    p.add_argument("--metrics", metavar="ADDR:PORT",
+                   help="Prometheus endpoint (default: control.metrics, 127.0.0.1:9470; '' = none)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--offline", action="store_true",
                    help="no namespaces: replay the example captures through the datapath instead")
     d.set_defaults(func=cmd_demo)
+
+    from pylvs.control import ctlcli
+
+    ctlcli.add_parser(sub)
 
     rs = sub.add_parser("rs", help="helpers that run on a real server")
     rs_sub = rs.add_subparsers(dest="rs_command", required=True)

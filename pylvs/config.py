@@ -580,7 +580,7 @@ def parse_listen(s: str, error=ValueError) -> tuple[str, int]:
     """``"127.0.0.1:9470"`` or ``"[::1]:9470"`` -> (host, port); ``error(message)`` makes the exception."""
     host, sep, port_s = s.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not port_s.isdigit() or not 1 <= int(port_s) <= 65535:
+    if not sep or not port_s.isdigit() or not 0 <= int(port_s) <= 65535:  # 0: any free port (tests)
         raise error(f"expected ADDRESS:PORT like '127.0.0.1:9470', got {s!r}")
     try:
         ip_address(host)

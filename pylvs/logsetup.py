@@ -38,3 +38,25 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+
+
+class RateLimited:
+    """Per-packet trouble logged at most once per ``interval`` seconds, with how many were held back
+    (a flood of bad frames must not become a flood of log lines)."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
+        self.log = logger
+        self.interval = interval
+        self._last = float("-inf")
+        self._held = 0
+
+    def error(self, now: float, msg: str, *args) -> bool:
+        if now - self._last < self.interval:
+            self._held += 1
+            return False
+        if self._held:
+            msg += " (and %d more like it in the last %.0f s)"
+            args = (*args, self._held, now - self._last)
+        self._last, self._held = now, 0
+        self.log.error(msg, *args)
+        return True

@@ -114,7 +114,9 @@ def dest_view(d, est: RateEstimator | None, *, sorry: bool = False) -> dict:
 
 def service_view(s, est: RateEstimator | None) -> dict:
     cfg = s.cfg
-    rs = [dest_view(d, est) for d in s.dests if d.available]
+    # A server in maintenance stays listed (weight 0) so it can be brought back; one a failed check
+    # removed is not, as keepalived's removal shows in ipvsadm.
+    rs = [dest_view(d, est) for d in s.dests if d.available or d.admin == "maint"]
     if s.sorry is not None and (s.sorry_in_use() or s.sorry.active or s.sorry.inactive):
         rs.append(dest_view(s.sorry, est, sorry=True))
     netmask = str(ipaddress.ip_network(f"0.0.0.0/{cfg.persistence_netmask}").netmask)

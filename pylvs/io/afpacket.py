@@ -130,11 +130,17 @@ class AfPacketPort:
         sock.setblocking(False)
         return cls(iface.name, sock, mac, mtu, promisc)
 
-    def start(self, dst_addrs, src_addrs) -> int:
+    def start(self, dst_addrs, src_addrs, host_addrs=()) -> int:
         """Attach the filter for these addresses, then start receiving; returns the program length."""
-        prog = bpf.program(dst_addrs, src_addrs, promisc=self.promisc)
-        bpf.attach(self.sock, prog)
+        n = self.set_filter(dst_addrs, src_addrs, host_addrs)
         self.sock.bind((self.name, ETH_P_ALL))
+        return n
+
+    def set_filter(self, dst_addrs, src_addrs, host_addrs=()) -> int:
+        """(Re)attach the filter: SO_ATTACH_FILTER swaps programs atomically, so a reload that adds or
+        lets go of a VIP loses no frame."""
+        prog = bpf.program(dst_addrs, src_addrs, promisc=self.promisc, host_addrs=host_addrs)
+        bpf.attach(self.sock, prog)
         return len(prog)
 
     def fileno(self) -> int:

@@ -46,8 +46,11 @@ class Insn(NamedTuple):
     k: int
 
 
-def program(dst_addrs: Iterable[bytes], src_addrs: Iterable[bytes], *, promisc: bool = False) -> list[Insn]:
-    """Build the filter.  Addresses are 4-byte packed IPv4."""
+def program(dst_addrs: Iterable[bytes], src_addrs: Iterable[bytes], *, promisc: bool = False,
+            host_addrs: Iterable[bytes] = ()) -> list[Insn]:
+    """Build the filter.  Addresses are 4-byte packed IPv4.  ``host_addrs`` are the kernel's own addresses
+    on the interface (e.g. the one health checks are sent from): IPv4 to them is the kernel's business
+    and never reaches pylvs, even from a NAT real server (its answers to a check)."""
     p: list[Insn] = [
         Insn(LD_W_ABS, 0, 0, (SKF_AD_OFF + SKF_AD_PKTTYPE) & 0xFFFFFFFF),
         Insn(JEQ_K, 0, 1, PACKET_OUTGOING),
@@ -61,6 +64,13 @@ def program(dst_addrs: Iterable[bytes], src_addrs: Iterable[bytes], *, promisc: 
         Insn(RET_K, 0, 0, ACCEPT),
         Insn(JEQ_K, 1, 0, 0x0800),
         Insn(RET_K, 0, 0, 0),
+    ]
+    host = sorted(set(host_addrs))
+    if host:
+        p.append(Insn(LD_W_ABS, 0, 0, 30))
+        for a in host:
+            p += [Insn(JEQ_K, 0, 1, int.from_bytes(a, "big")), Insn(RET_K, 0, 0, 0)]
+    p += [
         Insn(LD_B_ABS, 0, 0, 23),            # IPv4 protocol
         Insn(JEQ_K, 0, 1, socket.IPPROTO_ICMP),
         Insn(RET_K, 0, 0, ACCEPT),

@@ -19,6 +19,8 @@ import signal
 import sys
 
 from pylvs import native
+from pylvs.control import sdnotify
+from pylvs.control.plane import ControlPlane
 from pylvs.io.port import PortError
 
 log = logging.getLogger("pylvs")
@@ -65,8 +67,32 @@ def bpf_addresses(director, cfg) -> tuple[set[bytes], set[bytes]]:
     return dst, {a for a in nat_real_servers(cfg) if len(a) == 4}
 
 
+def host_addresses() -> dict[str, set[bytes]]:
+    """The kernel's own IPv4 addresses per interface (health checks leave from them; pylvs ignores
+    traffic to them).  Empty if netlink cannot be read."""
+    from pylvs.io import hostsetup
+
+    try:
+        return {n: {a.ip.packed for a in addrs} for n, addrs in hostsetup.kernel_addresses().items()}
+    except hostsetup.HostSetupError as e:
+        log.warning("%s; traffic to the kernel's own addresses will reach pylvs (and be counted as drops)", e)
+        return {}
+
+
+def _refilter(director, ports: dict, host: dict[str, set[bytes]]) -> None:
+    dst, src = bpf_addresses(director, director.config)
+    for p in ports.values():
+        if p.kind == "afpacket":
+            try:
+                p.set_filter(dst, src, host.get(p.name, ()))
+            except (ValueError, OSError) as e:  # keep the old filter: still correct for what it passes
+                log.error("%s: cannot update the receive filter after a reload: %s", p.name, e)
+    log.info("receive filters updated: %d addresses", len(dst))
+
+
 def serve(cfg, *, host_setup: bool = False, stats_out: str | None = None,
-          stop_after: float | None = None) -> dict:
+          stop_after: float | None = None, mode_override: str | None = None,
+          ctl_socket: str | None = None, metrics: str | None = None) -> dict:
     from pylvs.core.pipeline import Director
     from pylvs.io import hostsetup, loop
 
@@ -82,10 +108,11 @@ def serve(cfg, *, host_setup: bool = False, stats_out: str | None = None,
                 except hostsetup.HostSetupError as e:
                     raise LiveError(f"{cfg.file}: host setup: {e}") from None
             dst, src = bpf_addresses(director, cfg)
+            host = host_addresses()
             for p in ports.values():
                 if p.kind == "afpacket":
                     try:
-                        n = p.start(dst, src)
+                        n = p.start(dst, src, host.get(p.name, ()))
                     except (ValueError, OSError) as e:
                         raise LiveError(f"{cfg.file}: interface {p.name}: cannot start receiving: {e}") from None
                     log.debug("%s: BPF filter of %d instructions attached", p.name, n)
@@ -104,9 +131,18 @@ def serve(cfg, *, host_setup: bool = False, stats_out: str | None = None,
             desc = ", ".join(f"{p.name} ({p.kind}, {p.mac.hex(':')}, mtu {p.mtu})" for p in ports.values())
             log.info("forwarding: mode %s, %d services, interfaces %s", cfg.mode, len(director.services), desc)
             print(f"pylvs: ready ({cfg.file}, mode {cfg.mode}, {native.IMPLEMENTATION})", flush=True)
+            sdnotify.notify("READY=1", f"STATUS=forwarding: {len(director.services)} services")
 
-        # The loop owns SIGTERM/SIGINT while it runs (a clean stop) and closes the ports.
-        stats = loop.run(director, ports, on_ready=ready, stop_after=stop_after)
+        def control(loop_name: str) -> ControlPlane:
+            return ControlPlane(director, config_path=cfg.file, mode_override=mode_override,
+                                event_loop=loop_name, ctl_socket=ctl_socket, metrics=metrics)
+
+        # The loop owns SIGTERM/SIGINT/SIGHUP while it runs (a clean stop, a reload) and closes the ports.
+        try:
+            stats = loop.run(director, ports, on_ready=ready, stop_after=stop_after, control_factory=control,
+                             refilter=lambda: _refilter(director, ports, host))
+        except OSError as e:  # the ctl socket or the metrics port cannot be had
+            raise LiveError(f"{cfg.file}: control: {e}") from None
     finally:
         # Already stopping: a second SIGTERM must not cut the undo short.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

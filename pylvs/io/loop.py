@@ -24,8 +24,10 @@ from typing import Callable
 
 from pylvs import native
 from pylvs._pure.io import TX_COUNTERS
+from pylvs.control import sdnotify
 from pylvs.core.batch import Batch
 from pylvs.core.pipeline import Send
+from pylvs.logsetup import RateLimited
 
 log = logging.getLogger("pylvs.loop")
 
@@ -43,13 +45,20 @@ def new_event_loop() -> tuple[asyncio.AbstractEventLoop, str]:
 
 class Runner:
     def __init__(self, director, ports: dict, *, batch: int = 64,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, control=None,
+                 refilter: Callable[[], None] | None = None) -> None:
         self.director = director
         self.ports = ports
         self.batch = batch
         self.clock = clock
+        #: the control plane (pylvs.control.plane.ControlPlane) or None
+        self.control = control
+        #: rebuilds the ports' kernel filters when the director's addresses change (a reload)
+        self.refilter = refilter
+        self._addrs_version = director.addrs_version
         self.unknown_port_sends = 0
         self._last_drop_warning = float("-inf")
+        self._errors = RateLimited(log, 10.0)
         # The fast path names egress interfaces by index: their descriptors (-1: no port here) and the
         # per-index send counters native.tx_run keeps (folded into the ports' counters by summary()).
         names = director.fast.ifnames
@@ -76,7 +85,8 @@ class Runner:
         err = self.director.last_internal_error
         if err is not None:
             self.director.last_internal_error = None
-            log.error("internal error on a frame from %s (dropped): %r", port.name, err)
+            self._errors.error(now, "internal error on a frame from %s (dropped; counted as internal_error): "
+                               "%r", port.name, err)
         actions = dict(punted)
         # Runs of forwarded frames go out with one sendmmsg per egress (native.tx_run, or its twin).  The
         # slow path's frames for the punted ones are gathered per port and sent together (send_many) just
@@ -117,11 +127,22 @@ class Runner:
                 port.send(a.frame)
 
     def _tick(self) -> None:
+        now = self.clock()
         try:
-            self._do(self.director.tick(self.clock()))
+            self._do(self.director.tick(now))
+            if self.control is not None:
+                self.control.tick(now)
+            if self.director.addrs_version != self._addrs_version:
+                self.addresses_changed()
         except Exception:
             log.exception("internal error in the timer (continuing)")
         self._poll_kernel_drops()
+
+    def addresses_changed(self) -> None:
+        """The director owns other addresses now (a reload, a retired VIP's last flow gone)."""
+        self._addrs_version = self.director.addrs_version
+        if self.refilter is not None:
+            self.refilter()
 
     def _poll_kernel_drops(self) -> None:
         """Receive-queue overflows happen in the kernel, before pylvs sees a frame: count and say so."""
@@ -138,6 +159,9 @@ class Runner:
 
     async def serve(self, stop: asyncio.Event, *, on_ready: Callable[[], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
+        if self.control is not None:
+            self.control.on_addresses_changed = self.addresses_changed
+            await self.control.start()
         for p in self.ports.values():
             loop.add_reader(p.fileno(), self._readable, p)
         try:
@@ -152,6 +176,8 @@ class Runner:
         finally:
             for p in self.ports.values():
                 loop.remove_reader(p.fileno())
+            if self.control is not None:
+                await self.control.close()
 
     def _fold_tx(self) -> None:
         for idx, name in enumerate(self.director.fast.ifnames):
@@ -173,21 +199,34 @@ class Runner:
 
 
 def run(director, ports: dict, *, on_ready: Callable[[], None] | None = None,
-        stop_after: float | None = None) -> dict:
-    """Run until SIGTERM/SIGINT (or ``stop_after`` seconds); close the ports; return the final stats."""
+        stop_after: float | None = None, control_factory: Callable[[str], object] | None = None,
+        refilter: Callable[[], None] | None = None) -> dict:
+    """Run until SIGTERM/SIGINT (or ``stop_after`` seconds); close the ports; return the final stats.
+
+    ``control_factory(event_loop_name)`` builds the control plane; SIGHUP then reloads the configuration."""
     loop, loop_name = new_event_loop()
-    runner = Runner(director, ports)
+    control = control_factory(loop_name) if control_factory is not None else None
+    runner = Runner(director, ports, control=control, refilter=refilter)
     log.info("event loop: %s", loop_name)
+    sigs = [signal.SIGTERM, signal.SIGINT]
     try:
         asyncio.set_event_loop(loop)
         stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+
+        def stopping() -> None:
+            sdnotify.notify("STOPPING=1")
+            stop.set()
+
+        for sig in sigs:
+            loop.add_signal_handler(sig, stopping)
+        if control is not None:
+            loop.add_signal_handler(signal.SIGHUP, control.reload)
+            sigs.append(signal.SIGHUP)
         if stop_after is not None:
             loop.call_later(stop_after, stop.set)
         loop.run_until_complete(runner.serve(stop, on_ready=on_ready))
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in sigs:
             loop.remove_signal_handler(sig)
         for p in ports.values():
             p.close()
