@@ -21,6 +21,7 @@ from pylvs.lab.netns import Lab, LabError, have_netadmin
 
 VIP = "198.18.0.100"
 PYLVS_READY_TIMEOUT = 15.0
+METRICS = "127.0.0.1:9470"
 
 
 def config_for(examples: pathlib.Path, mode: str, driver: str) -> pathlib.Path:
@@ -35,12 +36,17 @@ class LiveLab:
         self.config = config
         self.stats_path = workdir / "pylvs-stats.json"
         self.log_path = workdir / "pylvs.log"
+        #: the control socket (a file of this run: never the system's default) and the metrics endpoint,
+        #: inside the director's namespace
+        self.ctl_socket = workdir / "pylvs-ctl.sock"
+        self.metrics_addr = METRICS
         self.extra = extra
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         argv = [sys.executable, "-m", "pylvs", "--log-level", "info", "run", "--config", str(self.config),
-                "--host-setup", "--stats-out", str(self.stats_path), *self.extra]
+                "--host-setup", "--stats-out", str(self.stats_path), "--ctl-socket", str(self.ctl_socket),
+                "--metrics", self.metrics_addr, *self.extra]
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = self.lab.popen("director", argv, stdout=subprocess.PIPE, stderr=log, text=True)
         try:
@@ -64,6 +70,26 @@ class LiveLab:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def ctl(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
+        """``pylvs ctl --socket <this run's> ARGS`` (plain output: stdout is a pipe)."""
+        return subprocess.run([sys.executable, "-m", "pylvs", "ctl", "--socket", str(self.ctl_socket), *args],
+                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def ctl_json(self, *args: str) -> dict | list:
+        res = self.ctl("--json", *args)
+        if res.returncode != 0:
+            raise LabError(f"pylvs ctl {' '.join(args)} failed ({res.returncode}): {res.stderr.strip()}")
+        return json.loads(res.stdout)
+
+    def metrics(self) -> str:
+        """The Prometheus exposition, fetched inside the director's namespace."""
+        code = ("import sys, urllib.request; sys.stdout.write(urllib.request.urlopen("
+                f"'http://{self.metrics_addr}/metrics', timeout=5).read().decode())")
+        res = self.lab.run("director", [sys.executable, "-c", code], timeout=15)
+        if res.returncode != 0:
+            raise LabError(f"metrics fetch failed: {res.stderr[-500:]}")
+        return res.stdout
 
     def client(self, *args: str, timeout: float = 60.0) -> dict:
         """Run ``python -m pylvs.lab.client ARGS`` in the client namespace; its JSON answer."""
@@ -132,9 +158,15 @@ def run_demo(examples: pathlib.Path, modes: list[str], driver: str, requests: in
                 udp = live.client("udp", "--host", VIP, "--port", "53", "--count", "30", "--timeout", "2")
                 bulk = live.client("bulk", "--host", VIP, "--port", "80", "--bytes",
                                    str(bulk_mb * 1_000_000), "--timeout", "60", timeout=90)
+                listing = live.ctl("list", "--stats").stdout
+                metrics = [ln for ln in live.metrics().splitlines()
+                           if ln.startswith(("pylvs_backend_connections_total", "pylvs_health_check_up",
+                                             "pylvs_conn_table_entries", "pylvs_build_info"))]
             finally:
                 stats = live.stop()
             print(_table(mode, http, udp, bulk, stats, requests), flush=True)
+            print("  pylvs ctl list --stats:\n" + "".join(f"    {ln}\n" for ln in listing.splitlines()), end="")
+            print("  metrics (excerpt):\n" + "".join(f"    {ln}\n" for ln in metrics), end="", flush=True)
             failed |= http["ok"] != requests or not bulk["ok"] or udp["ok"] == 0
     return 1 if failed else 0
 

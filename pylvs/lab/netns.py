@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 MODES = ("nat", "dr", "tun", "fullnat")
 VIP = "198.18.0.100"
 CLIENT_IP, GW_CLIENT_SIDE, GW_SERVER_SIDE, DIP = "198.18.0.10", "198.18.0.254", "198.19.0.254", "198.19.0.1"
+#: the director kernel's own address on the server side (AF_PACKET labs): health checks leave from it
+HEALTH_IP = "198.19.0.2"
 READY_TIMEOUT = 10.0
 _NS_LOCK = threading.RLock()  # serialises setns round trips of this process's threads (may nest)
 
@@ -192,6 +194,7 @@ class Lab:
         self.logdir: str | None = None
         self._created: list[str] = []  # only namespaces we made are ever removed
         self._procs: list[subprocess.Popen] = []
+        self._apps: dict[str, subprocess.Popen] = {}  # role -> its HTTP/UDP server process
         self._logs: dict[int, str] = {}  # pid -> stderr log path, for error messages
         self._lock = threading.Lock()
 
@@ -262,6 +265,8 @@ class Lab:
         routes = {"client": GW_CLIENT_SIDE}
         if self.driver == "tap":  # pylvs adds its TAP and routes itself; the lab only prepares eth0/eth1
             addrs["director"] = [("eth0", "198.18.0.1", 24), ("eth1", DIP, 24)]
+        else:  # pylvs owns its addresses; the kernel gets one of its own to send health checks from
+            addrs["director"] = [("eth1", HEALTH_IP, 24)]
         for n in range(1, self.servers + 1):
             addrs[f"rs{n}"] = [("eth0", f"198.19.0.1{n}", 24)]
             if self.mode in ("dr", "tun"):  # the VIP is local but never ARPed for (see sysctls)
@@ -305,17 +310,36 @@ class Lab:
                 set_offloads(ifname, tso=False, gso=False, gro=False)
 
     def _start_servers(self) -> None:
-        http, udp = self.rs_ports
         started = []
         for n in range(1, self.servers + 1):
             role = f"rs{n}"
-            started.append(self._spawn(role, self.py(role, "pylvs.lab.servers", "--name", role, "--http-port",
-                                                     str(http), "--udp-port", str(udp))))
+            started.append(self._app(role))
             if self.mode == "tun":
                 started.append(self._spawn(role, self.py(role, "pylvs", "rs", "tun-decap", "--vip", VIP)))
         deadline = time.monotonic() + READY_TIMEOUT  # one bound for all: they start in parallel
         for proc in started:
             self.wait_ready(proc, max(0.1, deadline - time.monotonic()))
+
+    def _app(self, role: str) -> subprocess.Popen:
+        http, udp = self.rs_ports
+        proc = self._spawn(role, self.py(role, "pylvs.lab.servers", "--name", role, "--http-port", str(http),
+                                         "--udp-port", str(udp)))
+        self._apps[role] = proc
+        return proc
+
+    def stop_app(self, role: str) -> None:
+        """Stop ``role``'s HTTP and UDP servers (a real server failing, for the health checks)."""
+        proc = self._apps.pop(role)
+        self._signal(proc, signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self._signal(proc, signal.SIGKILL)
+            proc.wait(5)
+
+    def start_app(self, role: str) -> None:
+        """Start ``role``'s servers again and wait until they listen."""
+        self.wait_ready(self._app(role), READY_TIMEOUT)
 
     def _spawn(self, role: str, argv: list[str]) -> subprocess.Popen:
         assert self.logdir
