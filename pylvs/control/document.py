@@ -47,13 +47,19 @@ def service_doc(vs) -> dict:
     }
     if vs.scheduler in ("sh", "mh"):
         out.update(sh_port=vs.sh_port, sh_fallback=vs.sh_fallback)
+    # Every other key is written when it differs from its default, whatever the mode uses now (a FULLNAT
+    # file run with --mode nat keeps its LIPs and TOA settings through a save).
     if vs.persistence_timeout:
-        out.update(persistence_timeout=vs.persistence_timeout, persistence_netmask=vs.persistence_netmask)
-    if vs.local_addresses:  # kept whatever the mode (a FULLNAT file may run with --mode nat)
+        out["persistence_timeout"] = vs.persistence_timeout
+    if vs.persistence_netmask != (32 if vs.address.version == 4 else 128):
+        out["persistence_netmask"] = vs.persistence_netmask
+    if vs.local_addresses:
         out["local_addresses"] = [str(a) for a in vs.local_addresses]
+    if tuple(vs.local_port_range) != (1024, 65535):
         out["local_port_range"] = list(vs.local_port_range)
-    if vs.mode == "fullnat":
-        out.update(toa=vs.toa, toa_kind=vs.toa_kind, toa_on_syn=vs.toa_on_syn)
+    for key, default in (("toa", True), ("toa_kind", 254), ("toa_on_syn", False)):
+        if getattr(vs, key) != default or vs.mode == "fullnat":
+            out[key] = getattr(vs, key)
     out["expire_nodest_conn"] = vs.expire_nodest_conn
     if vs.sorry_server is not None:
         s = vs.sorry_server
@@ -117,7 +123,9 @@ def _value(v: Any) -> str:
             raise ValueError(f"{v} has no TOML spelling here")
         return repr(v)
     if isinstance(v, str):
-        return json.dumps(v)  # JSON's escapes (\" \\ \n \uXXXX) are TOML basic-string escapes too
+        # JSON's escapes (\" \\ \n \uXXXX) are TOML basic-string escapes too; non-ASCII is written as is
+        # (TOML is UTF-8; a JSON surrogate pair would not be a TOML escape), DEL escaped (TOML forbids it raw)
+        return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_value(x) for x in v) + "]"
     if isinstance(v, dict):

@@ -56,6 +56,14 @@ def _fields(req: dict) -> dict[str, Any]:
     return f
 
 
+def _no_key(fields: dict, keys: tuple[str, ...], cmd: str) -> dict:
+    """The object's own key comes from the request's name for it, never from 'set'."""
+    for k in keys:
+        if k in fields:
+            raise EditError(f"{cmd}: {k!r} is given by the service/server named, not by 'set'")
+    return fields
+
+
 def edit(doc: dict, req: dict) -> tuple[dict, str]:
     """Apply one edit request to a copy of ``doc``; returns (new document, what was done)."""
     cmd = req.get("cmd")
@@ -67,7 +75,7 @@ def edit(doc: dict, req: dict) -> tuple[dict, str]:
         if i >= 0:
             raise EditError(f"service {_label(key)} already exists")
         vs = dict(zip(_SERVICE_KEY, key))
-        vs.update(_fields(req))
+        vs.update(_no_key(_fields(req), _SERVICE_KEY, cmd))
         vs.setdefault("real_server", [])
         services.append(vs)
         return new, f"service {_label(key)} added"
@@ -92,7 +100,7 @@ def edit(doc: dict, req: dict) -> tuple[dict, str]:
         if j >= 0:
             raise EditError(f"real server {what} already exists")
         rs = {"address": addr, "port": port}
-        rs.update(_fields(req))
+        rs.update(_no_key(_fields(req), ("address", "port"), cmd))
         rss.append(rs)
         return new, f"real server {what} added"
     if j < 0:

@@ -198,8 +198,11 @@ class ControlPlane:
         svcs = d.services
         if service is not None:
             key = ops._service_key({"service": service})
-            svcs = [s for s in svcs if (s.cfg.protocol, s.cfg.port) == (key[0], key[2])
-                    and s.cfg.address == ip_address(key[1])]
+            try:
+                addr = ip_address(key[1])
+            except ValueError:
+                raise EditError(f"invalid service address {key[1]!r}") from None
+            svcs = [s for s in svcs if (s.cfg.protocol, s.cfg.port, s.cfg.address) == (key[0], key[2], addr)]
             if not svcs:
                 raise EditError(f"no service {key[0].upper()} {key[1]}:{key[2]}")
         for s in svcs:

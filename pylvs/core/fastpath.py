@@ -47,7 +47,9 @@ class FastPath:
         for i, name in enumerate(self.ifnames):
             ifc = director.ifaces[name]
             self.table.set_interface(i, ifc.mac, v4[name], min(ifc.mtu, 65535))
-        self.dests: list[Dest] = []
+        #: servers with a counter slot, by slot; slots of forgotten servers are reused (zeroed first)
+        self.dests: dict[int, Dest] = {}
+        self._free: list[int] = []
         self._owner: dict[int, object] = {}
         for s in director.services:
             for d in s.all_dests():
@@ -58,11 +60,27 @@ class FastPath:
 
     def register(self, svc, d: Dest) -> None:
         """Give a server a counter slot (once: a server keeps its slot for the life of the process)."""
-        if d.fid or len(self.dests) >= DEST_SLOTS - 1:
+        if d.fid:
             return
-        self.dests.append(d)
-        d.fid = len(self.dests)
+        if self._free:
+            fid = self._free.pop()
+        elif len(self.dests) < DEST_SLOTS - 1:
+            fid = len(self.dests) + 1
+        else:
+            return  # no slot: this server's flows stay on the slow path
+        self.dests[fid] = d
+        d.fid = fid
         self._owner[id(d)] = svc
+
+    def unregister(self, d: Dest) -> None:
+        """A server no flow points at any more is forgotten: its counters are folded in, its slot freed."""
+        if not d.fid or self.dests.get(d.fid) is not d:
+            return
+        self._fold(d)
+        del self.dests[d.fid]
+        del self._owner[id(d)]
+        self._free.append(d.fid)
+        d.fid = 0
 
     def set_timeouts(self, timeouts) -> None:
         self.table.set_timeouts(float(timeouts["established"]), float(timeouts["udp"]))
@@ -144,15 +162,18 @@ class FastPath:
 
     def fold_counters(self) -> None:
         """Add the fast path's per-server counters into the servers' and services' own."""
-        for d in self.dests:
-            pi, po, bi, bo = self.table.dest_counters(d.fid, reset=True)
-            if pi or po:
-                s = self._owner[id(d)]
-                for o in (d, s):
-                    o.pkts_in += pi
-                    o.pkts_out += po
-                    o.bytes_in += bi
-                    o.bytes_out += bo
+        for d in self.dests.values():
+            self._fold(d)
+
+    def _fold(self, d: Dest) -> None:
+        pi, po, bi, bo = self.table.dest_counters(d.fid, reset=True)
+        if pi or po:
+            s = self._owner[id(d)]
+            for o in (d, s):
+                o.pkts_in += pi
+                o.pkts_out += po
+                o.bytes_in += bi
+                o.bytes_out += bo
 
     def stats(self) -> dict:
         st = self.table.stats()

@@ -666,11 +666,16 @@ class Director:
 
     def forget_idle_retired(self) -> None:
         """Drop retired services and servers no flow points at any more."""
+        for s in self.retired_services:
+            if s.live <= 0:
+                for d in s.all_dests():
+                    self.fast.unregister(d)
         self.retired_services = [s for s in self.retired_services if s.live > 0]
         for s in self.services:
             for key, d in list(s.retired.items()):
                 if d.active + d.inactive + d.persist == 0:
                     del s.retired[key]
+                    self.fast.unregister(d)
 
     def find_service(self, proto: int, addr: bytes, port: int) -> Service | None:
         return self._svc_by_key.get((proto, addr, port))

@@ -72,12 +72,13 @@ def apply(director, cfg) -> list[str]:
             s = next((r for r in d.retired_services if (r.proto, r.addr, r.port) == key), None)
             if s is not None:
                 d.retired_services.remove(s)
+                changes.append(f"service {s.label} added")  # back from retirement, its old flows still live
         if s is None:
             s = Service(vs)
             changes.append(f"service {s.label} added")
             added = s.all_dests()
         else:
-            if s.cfg != vs:
+            if s.cfg != vs and changes[-1:] != [f"service {s.label} added"]:
                 changes.append(f"service {s.label} updated")
             added = s.reconfigure(vs)
         for x in added:

@@ -143,7 +143,8 @@ def test_lab_topology(mode):
         # Addresses and MACs as in examples/*.toml.
         assert link_info(lab.ns["client"], "eth0") == ("02:00:00:00:00:10", ["198.18.0.10/24"])
         assert link_info(lab.ns["director"], "eth0") == ("02:00:00:00:01:01", [])  # afpacket: pylvs owns IPs
-        assert link_info(lab.ns["director"], "eth1") == ("02:00:00:00:01:02", [])
+        # the kernel has one address of its own there, to send health checks from
+        assert link_info(lab.ns["director"], "eth1") == ("02:00:00:00:01:02", ["198.19.0.2/24"])
         assert link_info(lab.ns["gw"], "eth0")[1] == ["198.18.0.254/24"]
         assert link_info(lab.ns["gw"], "eth1")[1] == ["198.19.0.254/24"]
         for n in (1, 2, 3):

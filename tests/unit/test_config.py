@@ -21,6 +21,7 @@ from config_helpers import (
 )
 
 from pylvs.config import (
+    HealthCheck,
     DEFAULT_TIMEOUTS,
     MODES,
     SCHEDULERS,
@@ -70,8 +71,12 @@ def test_example_loads(mode, tcp_rport, udp_rport):
     vip = IPv4Address("198.18.0.100")
     assert (tcp.address, tcp.port, tcp.protocol, tcp.scheduler) == (vip, 80, "tcp", "wrr")
     assert (udp.address, udp.port, udp.protocol, udp.scheduler) == (vip, 53, "udp", "rr")
+    # NAT and FULLNAT carry an HTTP health check (the lab's director kernel has an address to send it from)
+    check = HealthCheck(type="http", interval=1.0, timeout=0.5, rise=2, fall=2, status=(200, 299)) \
+        if mode in ("nat", "fullnat") else None
+    assert tcp.health_check == check
     assert tcp.real_servers == tuple(
-        RealServer(a, tcp_rport, w, mode) for a, w in zip(RIPS, (1, 1, 2)))
+        RealServer(a, tcp_rport, w, mode, health_check=check) for a, w in zip(RIPS, (1, 1, 2)))
     assert udp.real_servers == tuple(RealServer(a, udp_rport, 1, mode) for a in RIPS)
     for vs in (tcp, udp):
         assert vs.mode == mode
