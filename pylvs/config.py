@@ -550,19 +550,29 @@ def _health_check(file: str, path: str, data: Any) -> HealthCheck | None:
 def _sorry_server(file: str, path: str, data: Any, vs_addr: IPAddress, vs_port: int,
                   vs_mode: str) -> SorryServer:
     t = _Table(file, data, path, _SORRY_KEYS)
-    addr = _ip(file, t.at("address"), t.str("address"))
-    if addr.version != vs_addr.version:
-        raise t.error("address", f"sorry server {addr} is {_family(addr.version)} but the service "
-                                 f"{vs_addr} is {_family(vs_addr.version)}")
-    port = t.int("port", vs_port, 1, 65535)
+    addr, port = _member(t, "sorry server", vs_addr, vs_port)
     mode = t.str("mode", None, MODES) or vs_mode
     if (mode == "fullnat") != (vs_mode == "fullnat"):
         raise t.error("mode", f"mode {mode!r} conflicts with the service's mode {vs_mode!r} "
                               "(FULLNAT applies to the whole service)")
-    if mode in ("dr", "tun") and port != vs_port:
-        raise t.error("port", f"DR/TUN cannot map ports: sorry server port {port} differs from the "
-                              f"service port {vs_port}")
+    _no_port_mapping(t, "sorry server", port, vs_port, mode)
     return SorryServer(address=addr, port=port, mode=mode)
+
+
+def _member(t: _Table, what: str, vs_addr: IPAddress, vs_port: int) -> tuple[IPAddress, int]:
+    """A real or sorry server's address (the service's family) and port (default: the service's)."""
+    addr = _ip(t.file, t.at("address"), t.str("address"))
+    if addr.version != vs_addr.version:
+        raise t.error("address", f"{what} {addr} is {_family(addr.version)} but the service "
+                                 f"{vs_addr} is {_family(vs_addr.version)}")
+    return addr, t.int("port", vs_port, 1, 65535)
+
+
+def _no_port_mapping(t: _Table, what: str, port: int, vs_port: int, mode: str) -> None:
+    # DR leaves the IP packet alone and TUN encapsulates it whole: nothing rewrites the port.
+    if mode in ("dr", "tun") and port != vs_port:
+        raise t.error("port", f"DR/TUN cannot map ports: {what} port {port} differs from the "
+                              f"service port {vs_port} (effective mode {mode!r})")
 
 
 def _control(file: str, data: Any) -> Control:
@@ -592,11 +602,7 @@ def parse_listen(s: str, error=ValueError) -> tuple[str, int]:
 def _real_server(file: str, path: str, data: Any, vs_addr: IPAddress, vs_port: int,
                  vs_mode: str, vs_check: HealthCheck | None) -> RealServer:
     t = _Table(file, data, path, _RS_KEYS)
-    addr = _ip(file, t.at("address"), t.str("address"))
-    if addr.version != vs_addr.version:
-        raise t.error("address", f"real server {addr} is {_family(addr.version)} but the service "
-                                 f"{vs_addr} is {_family(vs_addr.version)}")
-    port = t.int("port", vs_port, 1, 65535)
+    addr, port = _member(t, "real server", vs_addr, vs_port)
     weight = t.int("weight", 1, 0, 65535)
     own = t.str("mode", None, MODES)
     if own is None:
@@ -612,10 +618,7 @@ def _real_server(file: str, path: str, data: Any, vs_addr: IPAddress, vs_port: i
                               f"virtual_server); a real server may use: {', '.join(RS_MODES)}")
     else:
         mode = own
-    # DR leaves the IP packet alone and TUN encapsulates it whole: nothing rewrites the port.
-    if mode in ("dr", "tun") and port != vs_port:
-        raise t.error("port", f"DR/TUN cannot map ports: real server port {port} differs from the "
-                              f"service port {vs_port} (effective mode {mode!r})")
+    _no_port_mapping(t, "real server", port, vs_port, mode)
     state = t.str("state", "ready", RS_STATES)
     check = vs_check
     if "health_check" in t.data:

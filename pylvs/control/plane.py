@@ -22,6 +22,7 @@ from pylvs.control.document import EditError, config_doc, dumps
 from pylvs.control.health import HealthMonitor, Target
 from pylvs.control.snapshot import ESTIMATOR_INTERVAL, RateEstimator, conn_views, counted_objects, snapshot
 from pylvs.core.reconfig import ReconfigError
+from pylvs.core.service import PROTOCOLS
 
 log = logging.getLogger("pylvs.control")
 
@@ -197,14 +198,15 @@ class ControlPlane:
         d.fast.fold_counters()
         svcs = d.services
         if service is not None:
-            key = ops._service_key({"service": service})
+            proto, addr, port = ops._service_key({"service": service})
             try:
-                addr = ip_address(key[1])
+                packed = ip_address(addr).packed
             except ValueError:
-                raise EditError(f"invalid service address {key[1]!r}") from None
-            svcs = [s for s in svcs if (s.cfg.protocol, s.cfg.port, s.cfg.address) == (key[0], key[2], addr)]
-            if not svcs:
-                raise EditError(f"no service {key[0].upper()} {key[1]}:{key[2]}")
+                raise EditError(f"invalid service address {addr!r}") from None
+            s = d.find_service(PROTOCOLS[proto], packed, port)
+            if s is None:
+                raise EditError(f"no service {proto.upper()} {addr}:{port}")
+            svcs = [s]
         for s in svcs:
             for o in [s, *s.all_dests()]:
                 o.conns = o.pkts_in = o.pkts_out = o.bytes_in = o.bytes_out = 0

@@ -101,7 +101,8 @@ class Director:
         self.services: list[Service] = build_services(config)
         #: services removed by a reload whose flows have not all ended yet
         self.retired_services: list[Service] = []
-        self.set_timeouts(config.timeouts)
+        self.timeouts = dict(config.timeouts)
+        self._tcp_timeouts = [float(self.timeouts[name.lower()]) for name in STATES]
         self.table = ConnTable(config.table.max_connections, on_expire=self._on_expire)
         self.sloppy_tcp = config.table.sloppy_tcp
         self.icmp_echo = config.table.icmp_echo
@@ -114,6 +115,7 @@ class Director:
         self._addr_refs: Counter[bytes] = Counter()
         #: bumped whenever local_addrs changes (the runner then rebuilds its AF_PACKET filters)
         self.addrs_version = 0
+        self.local_addrs: set[bytes] = set()
         self.refresh_addresses()
         #: the established-flow fast path (C, or its pure twin: ``self.fast.impl`` says which)
         self.fast = FastPath(self, config.table.max_connections)
@@ -635,16 +637,16 @@ class Director:
         ours = self._configured | set(self._addr_refs)
         self._svc_by_key = {(s.proto, s.addr, s.port): s for s in self.services}
         local = ours | {a for i in self.ifaces.values() for a in i.addrs}
-        if local != getattr(self, "local_addrs", None):
+        if local != self.local_addrs:
             self.local_addrs = local
             self.addrs_version += 1
         self._arp_targets = {n: ours | set(i.addrs) for n, i in self.ifaces.items()}
 
     def set_timeouts(self, timeouts) -> None:
+        """New timeouts (a reload): deadlines set from now on use them, existing ones stand."""
         self.timeouts = dict(timeouts)
         self._tcp_timeouts = [float(self.timeouts[name.lower()]) for name in STATES]
-        if hasattr(self, "fast"):
-            self.fast.set_timeouts(self.timeouts)
+        self.fast.set_timeouts(self.timeouts)
 
     def reconfigure(self, config) -> list[str]:
         """Apply a new, validated configuration as a difference (:mod:`pylvs.core.reconfig`)."""

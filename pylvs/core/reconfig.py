@@ -68,19 +68,20 @@ def apply(director, cfg) -> list[str]:
     for vs in cfg.virtual_servers:
         key = Service.key_of(vs)
         s = by_key.pop(key, None)
-        if s is None:
+        if s is not None:
+            if s.cfg != vs:
+                changes.append(f"service {s.label} updated")
+            added = s.reconfigure(vs)
+        else:
+            # Back from retirement (its old flows still live), or new.
             s = next((r for r in d.retired_services if (r.proto, r.addr, r.port) == key), None)
             if s is not None:
                 d.retired_services.remove(s)
-                changes.append(f"service {s.label} added")  # back from retirement, its old flows still live
-        if s is None:
-            s = Service(vs)
+                added = s.reconfigure(vs)
+            else:
+                s = Service(vs)
+                added = s.all_dests()
             changes.append(f"service {s.label} added")
-            added = s.all_dests()
-        else:
-            if s.cfg != vs and changes[-1:] != [f"service {s.label} added"]:
-                changes.append(f"service {s.label} updated")
-            added = s.reconfigure(vs)
         for x in added:
             d.fast.register(s, x)
         services.append(s)

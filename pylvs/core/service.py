@@ -49,6 +49,9 @@ class Service:
         self.templates: dict[bytes, Template] = {}
         self.lips: list[bytes] = []
         self._cursor = 0  # next (LIP, port) slot to try, as one running index
+        self._port_range: tuple[int, int] | None = None
+        self.persistence: float | None = None
+        self._mask: int | None = None
         self.conns = self.pkts_in = self.pkts_out = self.bytes_in = self.bytes_out = 0
         #: live flows of this service (a retired service is forgotten when this reaches 0)
         self.live = 0
@@ -105,12 +108,12 @@ class Service:
         self.scheduler = make_scheduler(vs.scheduler, self.dests, sh_port=vs.sh_port, sh_fallback=vs.sh_fallback)
         persistence = float(vs.persistence_timeout)
         mask = int(ipaddress.ip_network(f"0.0.0.0/{vs.persistence_netmask}").netmask) if persistence else 0
-        if (persistence, mask) != (getattr(self, "persistence", None), getattr(self, "_mask", None)):
+        if (persistence, mask) != (self.persistence, self._mask):
             for key, t in list(self.templates.items()):  # other keys or none at all: start over
                 self._drop_template(key, t)
         self.persistence, self._mask = persistence, mask
         lips = [a.packed for a in vs.local_addresses]
-        if (lips, tuple(vs.local_port_range)) != (self.lips, getattr(self, "_port_range", None)):
+        if (lips, tuple(vs.local_port_range)) != (self.lips, self._port_range):
             self._cursor = 0  # a new pool: the running index means nothing in it
         self.lips = lips
         self.port_lo, self.port_hi = self._port_range = tuple(vs.local_port_range)
