@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import struct
 from typing import Callable, Iterator
 
 from pylvs.core.dest import Dest
@@ -27,6 +28,8 @@ from pylvs.core.tcpstate import STATES
 
 IN = 0
 OUT = 1
+
+_PORTS = struct.Struct("!HH")
 
 
 class Conn:
@@ -37,6 +40,7 @@ class Conn:
         "dest", "svc", "mode", "state", "expires", "timeout", "inactive", "no_output",
         "in_ifname", "client_mac", "toa_done", "template",
         "pkts_in", "pkts_out", "bytes_in", "bytes_out", "in_key", "out_key", "alive", "fslot",
+        "rw_in", "rw_out",
     )
 
     def __init__(self, proto: int, caddr: bytes, cport: int, vaddr: bytes, vport: int,
@@ -67,6 +71,14 @@ class Conn:
         self.alive = False  # set by ConnTable.insert: "in the table"
         #: slot in the fast path's flow table (native.FlowTable), -1 when the flow has none
         self.fslot = -1
+        #: NAT/FULLNAT header images for :func:`pylvs.core.rewrite.rewrite_tuple`, made once per flow rather
+        #: than per packet: (source + destination address, source + destination port, the two together).
+        #: Inbound the packet becomes laddr:lport -> daddr:dport (NAT: laddr:lport is the client itself),
+        #: outbound vaddr:vport -> caddr:cport.
+        a, ports = laddr + daddr, _PORTS.pack(lport, dport)
+        self.rw_in = (a, ports, a + ports)
+        a, ports = vaddr + caddr, _PORTS.pack(vport, cport)
+        self.rw_out = (a, ports, a + ports)
 
     @property
     def state_name(self) -> str:

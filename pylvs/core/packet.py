@@ -53,6 +53,7 @@ BROADCAST = b"\xff" * 6
 
 _u16 = struct.Struct("!H")
 _u32 = struct.Struct("!I")
+_u16x4 = struct.Struct("!HHHH")
 
 
 class Packet:
@@ -88,75 +89,96 @@ def l4_checksum_ok(buf: bytearray, l3: int, l4: int, end: int, proto: int) -> bo
     return native.csum_fold(native.csum_partial(seg, native.pseudo_header_sum(src, dst, proto, end - l4))) == 0
 
 
+#: The IPv4 header fields the datapath reads, in one call: version/IHL, total length, flags/fragment offset,
+#: TTL, protocol, source, destination (TOS, ID and the checksum are skipped).
+_IPV4 = struct.Struct("!BxHxxHBBxx4s4s")
+#: TCP ports, sequence and acknowledgement numbers, data offset byte, flags.
+_TCP = struct.Struct("!HHIIBB")
+_PORTS = struct.Struct("!HH")
+_new_packet = object.__new__
+
+
 def parse_ipv4(buf: bytearray, l3: int = ETH_HLEN, *, verify_l4: bool = True) -> Packet | str:
     """Validate an IPv4 datagram starting at ``l3`` and return a :class:`Packet`.
 
     On success ``buf`` is truncated to the IP total length (Ethernet padding
     trimmed, RFC 894).  On failure the drop reason is returned.
+
+    This runs for every slow-path frame, so the header is read with one
+    ``struct`` call per layer and the :class:`Packet` is filled without its
+    ``__init__`` (every field is set below); the checks and their order are the
+    reference ones, each drop reason as documented in tests/unit/test_packet.py.
     """
     avail = len(buf) - l3
     if avail < 20:
         return "ip_truncated"
-    vihl = buf[l3]
+    vihl, total, frag, ttl, proto, src, dst = _IPV4.unpack_from(buf, l3)
     if vihl >> 4 != 4:
         return "ip_bad_version"
     ihl = (vihl & 0x0F) * 4
     if ihl < 20:
         return "ip_bad_ihl"
-    total = _u16.unpack_from(buf, l3 + 2)[0]
     if total < ihl or total > avail:
         return "ip_bad_total_length"
     if native.checksum(memoryview(buf)[l3:l3 + ihl]) != 0:
         return "ip_bad_checksum"
     if avail > total:
         del buf[l3 + total:]  # Ethernet padding (or trailing junk) is not ours to forward
-    p = Packet()
+    if frag & (IP_MF | IP_OFFMASK):
+        # IPVS defragments first; we do not reassemble yet, so a fragment is
+        # a counted drop rather than a half-translated datagram.
+        return "ip_fragment"
+    p = _new_packet(Packet)
     p.buf = buf
     p.l3 = l3
     p.l4 = l4 = l3 + ihl
     p.ip_len = total
-    p.ttl = buf[l3 + 8]
-    p.proto = proto = buf[l3 + 9]
-    p.frag = _u16.unpack_from(buf, l3 + 6)[0]
-    p.src = bytes(buf[l3 + 12:l3 + 16])
-    p.dst = bytes(buf[l3 + 16:l3 + 20])
-    if p.frag & (IP_MF | IP_OFFMASK):
-        # IPVS defragments first; we do not reassemble yet, so a fragment is
-        # a counted drop rather than a half-translated datagram.
-        return "ip_fragment"
+    p.ttl = ttl
+    p.proto = proto
+    p.frag = frag
+    p.src = src
+    p.dst = dst
     end = l3 + total
     l4len = end - l4
     if proto == IPPROTO_TCP:
         if l4len < 20:
             return "tcp_truncated"
-        doff = (buf[l4 + 12] >> 4) * 4
+        p.sport, p.dport, p.seq, p.ack, off, p.flags = _TCP.unpack_from(buf, l4)
+        doff = (off >> 4) * 4
         if doff < 20 or doff > l4len:
             return "tcp_bad_data_offset"
-        if verify_l4 and not l4_checksum_ok(buf, l3, l4, end, proto):
+        if verify_l4 and native.checksum(memoryview(buf)[l4:end],
+                                         native.pseudo_header_sum(src, dst, proto, l4len)) != 0:
             return "tcp_bad_checksum"
-        p.sport, p.dport, p.seq, p.ack = struct.unpack_from("!HHII", buf, l4)
         p.doff = doff
-        p.flags = buf[l4 + 13]
+        p.icmp_type = p.icmp_code = -1
     elif proto == IPPROTO_UDP:
         if l4len < 8:
             return "udp_truncated"
-        ulen = _u16.unpack_from(buf, l4 + 4)[0]
+        sport, dport, ulen, check = _u16x4.unpack_from(buf, l4)
         if ulen < 8 or ulen > l4len:
             return "udp_bad_length"
         if ulen < l4len:
             # Bytes past the UDP length inside the IP datagram: the two length
             # fields disagree (RFC 768); drop rather than guess which is right.
             return "udp_bad_length"
-        if verify_l4 and _u16.unpack_from(buf, l4 + 6)[0] != 0 and not l4_checksum_ok(buf, l3, l4, end, proto):
+        if verify_l4 and check != 0 and native.checksum(memoryview(buf)[l4:end],
+                                                        native.pseudo_header_sum(src, dst, proto, l4len)) != 0:
             return "udp_bad_checksum"
-        p.sport, p.dport = struct.unpack_from("!HH", buf, l4)
-    elif proto == IPPROTO_ICMP:
-        if l4len < 8:
-            return "icmp_truncated"
-        if verify_l4 and native.checksum(memoryview(buf)[l4:end]) != 0:
-            return "icmp_bad_checksum"
-        p.icmp_type = buf[l4]
-        p.icmp_code = buf[l4 + 1]
+        p.sport, p.dport = sport, dport
+        p.flags = p.seq = p.ack = p.doff = 0
+        p.icmp_type = p.icmp_code = -1
+    else:
+        p.sport = p.dport = p.flags = p.seq = p.ack = p.doff = 0
+        if proto == IPPROTO_ICMP:
+            if l4len < 8:
+                return "icmp_truncated"
+            if verify_l4 and native.checksum(memoryview(buf)[l4:end]) != 0:
+                return "icmp_bad_checksum"
+            p.icmp_type = buf[l4]
+            p.icmp_code = buf[l4 + 1]
+        else:
+            p.icmp_type = p.icmp_code = -1
     return p
 
 
@@ -184,7 +206,7 @@ def parse_icmp_inner(buf: bytearray, p: Packet) -> Inner | str:
     q.dst = bytes(buf[off + 16:off + 20])
     q.avail = avail
     if q.proto in (IPPROTO_TCP, IPPROTO_UDP):
-        q.sport, q.dport = struct.unpack_from("!HH", buf, off + ihl)
+        q.sport, q.dport = _PORTS.unpack_from(buf, off + ihl)
     else:
         q.sport = q.dport = 0
     return q

@@ -28,14 +28,17 @@ from pylvs.core.packet import (
     BROADCAST, ETH_HLEN, ICMP_ECHO, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
     RELATED_ICMP_TYPES, TH_ACK, TH_RST, TH_SYN, Packet, parse_icmp_inner, parse_ipv4,
 )
-from pylvs.core.rewrite import DST, SRC, dec_ttl, set_addr, set_macs, set_port
+from pylvs.core.rewrite import DST, SRC, dec_ttl, rewrite_tuple, set_addr, set_macs, set_port
 from pylvs.core.routing import ARP_RETRANS, ARP_TRIES, Iface, Neighbors, Pending, Routes
 from pylvs.core.service import Service, build_services
-from pylvs.core.tcpstate import DIR_INPUT, DIR_INPUT_ONLY, DIR_OUTPUT, STATES, next_state, sES, sSR, sTW
+from pylvs.core.tcpstate import DIR_INPUT, DIR_INPUT_ONLY, DIR_OUTPUT, ROWS, STATES, sES, sSR, sTW
 from pylvs.core.toa import clamp_mss, insert_toa, strip_toa
 
 _ETH_IP = b"\x08\x00"
 _ETH_ARP = b"\x08\x06"
+#: ``_tuple_new(Send, (...))`` is ``Send(...)`` without the NamedTuple's Python-level ``__new__``: the slow
+#: path makes one per forwarded packet.
+_tuple_new = tuple.__new__
 
 
 class Send(NamedTuple):
@@ -251,7 +254,7 @@ class Director:
                 c.no_output = False
             else:
                 tdir = DIR_INPUT_ONLY
-        new = next_state(tdir, c.state, flags)
+        new = ROWS[tdir][flags & 0xFF][c.state]  # tcpstate.next_state, as subscripts
         d = c.dest
         if new != c.state and d is not None:
             if not c.inactive and new != sES:
@@ -306,6 +309,15 @@ class Director:
         """Fill in the Ethernet header and send, fragmenting if needed (DF clear)."""
         iface = self.ifaces[ifname]
         buf = p.buf
+        if p.ip_len <= iface.mtu:
+            # The usual case, one frame: the general code below, without its lists and loop.
+            if dmac is None:
+                dmac = self.neigh.get(ifname, nexthop)
+                if dmac is None:
+                    return self._queue(ifname, nexthop, [buf], iface, now)
+            buf[0:6] = dmac
+            buf[6:12] = iface.mac
+            return [_tuple_new(Send, (ifname, bytes(buf), "forward"))]
         frames = [buf]
         if p.ip_len > iface.mtu:
             if p.df:
@@ -455,23 +467,31 @@ class Director:
     def _account(self, c: Conn, p: Packet, inbound: bool) -> None:
         """Packets and bytes (IP length, like IPVS's skb->len) for flow, service, server."""
         n = p.ip_len
-        for o in (c, c.svc, c.dest):
-            if o is None:
-                continue
-            if inbound:
-                o.pkts_in += 1
-                o.bytes_in += n
-            else:
-                o.pkts_out += 1
-                o.bytes_out += n
+        s, d = c.svc, c.dest
+        if inbound:
+            c.pkts_in += 1
+            c.bytes_in += n
+            s.pkts_in += 1
+            s.bytes_in += n
+            if d is not None:
+                d.pkts_in += 1
+                d.bytes_in += n
+        else:
+            c.pkts_out += 1
+            c.bytes_out += n
+            s.pkts_out += 1
+            s.bytes_out += n
+            if d is not None:
+                d.pkts_out += 1
+                d.bytes_out += n
 
-    def _advance(self, c: Conn, p: Packet, iface: Iface, direction: int, mtu: int, err_src: bytes,
+    def _advance(self, c: Conn, p: Packet, rule, iface: Iface, direction: int, mtu: int, err_src: bytes,
                  now: float) -> list[Action] | None:
         """What every forwarded packet of a flow goes through, either direction:
         TTL and path-MTU checks (answered with ICMP where allowed), the state
-        machine, the counters, and the TTL decrement of routed modes.
-        ``mtu`` is the room the packet has (TUN: the egress MTU − 20)."""
-        rule = RULES[c.mode]
+        machine and the counters.  ``mtu`` is the room the packet has (TUN: the
+        egress MTU − 20).  The caller then decrements the TTL of routed modes
+        (NAT and FULLNAT together with their rewrite: :meth:`_rewrite`)."""
         if rule.routed and p.ttl <= 1:
             return self._time_exceeded(p, iface)
         if p.ip_len > mtu and p.df:
@@ -482,9 +502,26 @@ class Director:
         else:
             self._set_timeout(c, now)
         self._account(c, p, direction == IN)
+        return None
+
+    @staticmethod
+    def _rewrite(c: Conn, rule, p: Packet, direction: int) -> None:
+        """The mode's header rewrite of a forwarded packet, with the TTL decrement of routed modes."""
+        if rule.port_mapping:
+            # NAT, FULLNAT: addresses, ports and TTL in one pass over the header images made at schedule time
+            # (the same bytes as dec_ttl + xlate_in/xlate_out: see rewrite_tuple).
+            rewrite_tuple(p.buf, p.l3, p.l4, p.proto, c.rw_in if direction == IN else c.rw_out, rule.routed)
+            return
         if rule.routed:
             dec_ttl(p.buf, p.l3)
-        return None
+        (xlate_in if direction == IN else xlate_out)(c, rule, p.buf, p.l3, p.l4, p.proto)
+
+    def _sync(self, c: Conn, ifname: str, nexthop: bytes) -> None:
+        """Hand the flow to the fast path or take it back (FastPath.sync) after a forwarded packet."""
+        # A TCP flow outside ESTABLISHED that the fast path does not hold is not eligible, and sync would
+        # only release what is not there: the handshake and the teardown skip the call and the neighbour lookup.
+        if c.fslot >= 0 or c.state == sES or c.proto != IPPROTO_TCP:
+            self.fast.sync(c, ifname, self.neigh.get(ifname, nexthop))
 
     def _forward_in(self, c: Conn, p: Packet, iface: Iface, now: float) -> list[Action]:
         rule = RULES[c.mode]
@@ -501,16 +538,16 @@ class Director:
         # Errors about packets to the VIP come from the VIP, as Linux sources
         # errors about local destinations from that destination.
         room = min(egress.mtu, 0xFFFF) - (IPIP_OVERHEAD if rule.encap else 0)
-        stop = self._advance(c, p, iface, IN, room, p.dst, now)
+        stop = self._advance(c, p, rule, iface, IN, room, p.dst, now)
         if stop is not None:
             return stop
-        xlate_in(c, rule, p.buf, p.l3, p.l4, p.proto)
+        self._rewrite(c, rule, p, IN)
         if c.mode == "fullnat" and p.proto == IPPROTO_TCP and c.svc.toa:
             self._toa(c, p, prev_state, egress.mtu)
         if rule.encap:
             encap_ipip(p, egress.primary, c.daddr)
         out = self._emit(ifname, nexthop, None, p, now)
-        self.fast.sync(c, ifname, self.neigh.get(ifname, nexthop))
+        self._sync(c, ifname, nexthop)
         return out
 
     def _toa(self, c: Conn, p: Packet, prev_state: int, mtu: int) -> None:
@@ -540,20 +577,21 @@ class Director:
 
     def _forward_out(self, c: Conn, p: Packet, iface: Iface, now: float) -> list[Action]:
         rule = RULES[c.mode]
-        stop = self._advance(c, p, iface, OUT, self.ifaces[c.in_ifname].mtu, iface.primary, now)
+        stop = self._advance(c, p, rule, iface, OUT, self.ifaces[c.in_ifname].mtu, iface.primary, now)
         if stop is not None:
             return stop
-        xlate_out(c, rule, p.buf, p.l3, p.l4, p.proto)
+        self._rewrite(c, rule, p, OUT)
         if c.mode == "fullnat" and p.proto == IPPROTO_TCP and c.svc.toa and p.flags & TH_SYN:
             # The RS's MSS must leave room for the 8 TOA bytes we add inbound.
             if clamp_mss(p, len(c.svc.toa_option(c.caddr, c.cport))):
                 self.events["mss_clamped"] += 1
         out = self._emit(c.in_ifname, None, c.client_mac, p, now)
-        route = self._route_to_dest(c)
-        if route is None:
-            self.fast.release(c)
-        else:
-            self.fast.sync(c, route[0], self.neigh.get(*route))
+        if c.fslot >= 0 or c.state == sES or c.proto != IPPROTO_TCP:  # as in _sync
+            route = self._route_to_dest(c)
+            if route is None:
+                self.fast.release(c)
+            else:
+                self.fast.sync(c, route[0], self.neigh.get(*route))
         return out
 
     # ------------------------------------------------------------------ ICMP

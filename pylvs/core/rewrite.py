@@ -68,6 +68,50 @@ def set_port(buf: bytearray, l4: int, proto: int, which: int, new: int, end: int
     _patch_l4(buf, proto, _l4_csum_off(proto, l4, end), _u16.pack(old), _u16.pack(new))
 
 
+def rewrite_tuple(buf: bytearray, l3: int, l4: int, proto: int, image: tuple[bytes, bytes, bytes],
+                  ttl_dec: bool) -> None:
+    """NAT/FULLNAT's whole per-packet rewrite at once: both addresses, both ports, and TTL − 1 if ``ttl_dec``.
+
+    ``image`` is ``(addresses, ports, addresses + ports)`` (:attr:`pylvs.core.conntable.Conn.rw_in`): the
+    new IPv4 source and destination (8 bytes) and TCP/UDP source and destination ports (4 bytes).
+
+    Byte for byte what :func:`dec_ttl` then :func:`set_addr`/:func:`set_port` per field give (that
+    reference is kept, for ICMP, the fast path's model and the fallback below), for a datagram whose
+    checksums were verified, as :func:`pylvs.core.packet.parse_ipv4` does for everything the Director
+    forwards.  Why: such a datagram's sums are never zero (the version nibble; the protocol in the
+    pseudo-header), so a verified checksum field other than 0xFFFF is the one value a full computation
+    gives, and RFC 1624 eqn. 3 updates keep it so however the changed words are grouped.  Hence the IP
+    header checksum is recomputed whole (one call over 20 bytes) and the L4 one updated once over all six
+    words, rather than once per field.  A field of 0xFFFF (the other spelling of a zero sum, which
+    verifies too) takes the per-field path, which is the reference by definition.
+    """
+    addrs, ports, both = image
+    old = buf[l3 + 12:l3 + 20] + buf[l4:l4 + 4]
+    off = l4 + 16 if proto == IPPROTO_TCP else l4 + 6
+    check = _u16.unpack_from(buf, off)[0]
+    if old == both or check == 0xFFFF or buf[l3 + 10] == buf[l3 + 11] == 0xFF:
+        if ttl_dec:
+            dec_ttl(buf, l3)
+        set_addr(buf, l3, l4, proto, SRC, addrs[:4])
+        set_port(buf, l4, proto, 0, _u16.unpack_from(ports, 0)[0])
+        set_addr(buf, l3, l4, proto, DST, addrs[4:])
+        set_port(buf, l4, proto, 2, _u16.unpack_from(ports, 2)[0])
+        return
+    if ttl_dec:
+        buf[l3 + 8] -= 1
+    buf[l3 + 12:l3 + 20] = addrs
+    buf[l4:l4 + 4] = ports
+    buf[l3 + 10] = buf[l3 + 11] = 0
+    _u16.pack_into(buf, l3 + 10, native.checksum(memoryview(buf)[l3:l4]))
+    if proto == IPPROTO_UDP:
+        if check == 0:
+            return  # RFC 768: zero means "no checksum"; keep it that way
+        # RFC 768: a computed zero is sent as all ones
+        _u16.pack_into(buf, off, native.csum_replace_bytes(check, old, both) or 0xFFFF)
+    else:
+        _u16.pack_into(buf, off, native.csum_replace_bytes(check, old, both))
+
+
 def dec_ttl(buf: bytearray, l3: int) -> None:
     """TTL − 1 with the header checksum patched (RFC 1624; the word is TTL|proto)."""
     ttl = buf[l3 + 8]

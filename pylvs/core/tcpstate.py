@@ -71,3 +71,13 @@ def next_state(direction: int, state: int, flags: int) -> int:
     if idx < 0:
         return sCL
     return TABLES[direction][idx][state]
+
+
+_ALL_CLOSE = (sCL,) * len(STATES)
+
+#: ``ROWS[direction][flags & 0xFF][state]`` is ``next_state(direction, state, flags)`` (the classes look at
+#: the low byte only), as three subscripts: the Director's per-packet form, with no call per packet.
+ROWS: tuple[tuple[tuple[int, ...], ...], ...] = tuple(
+    tuple(_ALL_CLOSE if flag_class(f) < 0 else TABLES[d][flag_class(f)] for f in range(256))
+    for d in (DIR_INPUT, DIR_OUTPUT, DIR_INPUT_ONLY)
+)

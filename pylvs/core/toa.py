@@ -55,7 +55,10 @@ def strip_toa(p: Packet, kind: int) -> int:
     so nothing the RS's TOA module could read survives.
     """
     buf = p.buf
-    hits = [(o, ln) for o, k, ln in iter_tcp_options(buf, p.l4 + 20, p.l4 + p.doff) if _is_toa(k, ln, kind)]
+    start, end = p.l4 + 20, p.l4 + p.doff
+    if buf.find(kind, start, end) < 0:
+        return 0  # no byte of that value among the options, so no option of that kind: skip the walk
+    hits = [(o, ln) for o, k, ln in iter_tcp_options(buf, start, end) if _is_toa(k, ln, kind)]
     if not hits:
         return 0
     for o, ln in hits:
