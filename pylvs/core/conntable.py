@@ -94,7 +94,9 @@ class ConnTable:
     def __init__(self, max_size: int, on_expire: Callable[[Conn], None] | None = None) -> None:
         self.max_size = max_size
         self._map: dict[tuple, tuple[Conn, int]] = {}
-        self._heap: list[tuple[float, int, Conn]] = []
+        #: the lazy min-heap of ``(expires, seq, conn)``: ``heap[0][0]`` is the earliest deadline that may be
+        #: due (the Director peeks at it per packet and calls :meth:`expire` only when one is)
+        self.heap: list[tuple[float, int, Conn]] = []
         self._seq = itertools.count()
         self._count = 0
         self._on_expire = on_expire
@@ -150,13 +152,13 @@ class ConnTable:
         if conn.out_key is not None:
             self._map[conn.out_key] = (conn, OUT)
         self._count += 1
-        heapq.heappush(self._heap, (conn.expires, next(self._seq), conn))
+        heapq.heappush(self.heap, (conn.expires, next(self._seq), conn))
         return True
 
     def set_expiry(self, conn: Conn, expires: float) -> None:
         """Move a flow's deadline; only an earlier one needs a new heap entry."""
         if expires < conn.expires and conn.alive:
-            heapq.heappush(self._heap, (expires, next(self._seq), conn))
+            heapq.heappush(self.heap, (expires, next(self._seq), conn))
         conn.expires = expires
 
     def remove(self, conn: Conn) -> None:
@@ -179,7 +181,7 @@ class ConnTable:
 
     def expire(self, now: float, budget: int = 1 << 30) -> int:
         """Drop flows whose deadline passed, at most ``budget`` heap pops."""
-        heap = self._heap
+        heap = self.heap
         n = 0
         while heap and heap[0][0] <= now and budget > 0:
             budget -= 1
@@ -197,9 +199,9 @@ class ConnTable:
         return n
 
     def next_deadline(self) -> float | None:
-        return self._heap[0][0] if self._heap else None
+        return self.heap[0][0] if self.heap else None
 
     def clear(self) -> None:
         for conn in list(self):
             self._expire(conn)
-        self._heap.clear()
+        self.heap.clear()

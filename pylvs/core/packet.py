@@ -98,6 +98,15 @@ _PORTS = struct.Struct("!HH")
 _new_packet = object.__new__
 
 
+def _l4_sum_ok(buf: bytearray, l3: int, l4: int, end: int, proto: int, src: bytes, dst: bytes) -> bool:
+    """:func:`l4_checksum_ok` for :func:`parse_ipv4`, which has the addresses at hand."""
+    if l4 == l3 + 20:
+        # No IP options: the addresses sit right before the segment, so the pseudo-header (RFC 793 §3.1) is
+        # those 8 bytes plus protocol and length, and one checksum call over both does (the same sum).
+        return native.checksum(buf[l3 + 12:end], proto + end - l4) == 0
+    return native.checksum(buf[l4:end], native.pseudo_header_sum(src, dst, proto, end - l4)) == 0
+
+
 def parse_ipv4(buf: bytearray, l3: int = ETH_HLEN, *, verify_l4: bool = True) -> Packet | str:
     """Validate an IPv4 datagram starting at ``l3`` and return a :class:`Packet`.
 
@@ -120,7 +129,7 @@ def parse_ipv4(buf: bytearray, l3: int = ETH_HLEN, *, verify_l4: bool = True) ->
         return "ip_bad_ihl"
     if total < ihl or total > avail:
         return "ip_bad_total_length"
-    if native.checksum(memoryview(buf)[l3:l3 + ihl]) != 0:
+    if native.checksum(buf[l3:l3 + ihl]) != 0:  # (a short slice is cheaper than a memoryview of it)
         return "ip_bad_checksum"
     if avail > total:
         del buf[l3 + total:]  # Ethernet padding (or trailing junk) is not ours to forward
@@ -147,8 +156,7 @@ def parse_ipv4(buf: bytearray, l3: int = ETH_HLEN, *, verify_l4: bool = True) ->
         doff = (off >> 4) * 4
         if doff < 20 or doff > l4len:
             return "tcp_bad_data_offset"
-        if verify_l4 and native.checksum(memoryview(buf)[l4:end],
-                                         native.pseudo_header_sum(src, dst, proto, l4len)) != 0:
+        if verify_l4 and not _l4_sum_ok(buf, l3, l4, end, proto, src, dst):
             return "tcp_bad_checksum"
         p.doff = doff
         p.icmp_type = p.icmp_code = -1
@@ -162,8 +170,7 @@ def parse_ipv4(buf: bytearray, l3: int = ETH_HLEN, *, verify_l4: bool = True) ->
             # Bytes past the UDP length inside the IP datagram: the two length
             # fields disagree (RFC 768); drop rather than guess which is right.
             return "udp_bad_length"
-        if verify_l4 and check != 0 and native.checksum(memoryview(buf)[l4:end],
-                                                        native.pseudo_header_sum(src, dst, proto, l4len)) != 0:
+        if verify_l4 and check != 0 and not _l4_sum_ok(buf, l3, l4, end, proto, src, dst):
             return "udp_bad_checksum"
         p.sport, p.dport = sport, dport
         p.flags = p.seq = p.ack = p.doff = 0

@@ -128,7 +128,9 @@ class Director:
 
     def handle(self, frame: bytes | bytearray, interface: str, now: float) -> list[Action]:
         """Process one Ethernet frame that arrived on ``interface`` at time ``now``."""
-        self.table.expire(now, budget=64)  # incremental sweep: bounded work per packet
+        heap = self.table.heap
+        if heap and heap[0][0] <= now:  # (what expire checks first: no call when nothing is due)
+            self.table.expire(now, budget=64)  # incremental sweep: bounded work per packet
         iface = self.ifaces.get(interface)
         if iface is None:
             return self._drop("unknown_interface")
@@ -266,7 +268,10 @@ class Director:
                 d.inactive -= 1
                 c.inactive = False
         c.state = new
-        self._set_timeout(c, now)
+        # _set_timeout, inline (every TCP packet of the slow path comes here)
+        self.table.set_expiry(c, now + self._tcp_timeouts[new])
+        if c.fslot >= 0:
+            self.fast.push_deadline(c)
 
     # ------------------------------------------------------------------ ARP
 
@@ -383,7 +388,7 @@ class Director:
         hit = self.table.lookup((p.proto, p.src, p.sport, p.dst, p.dport), now)
         if hit is not None:
             c, direction = hit
-            if direction == IN and self._reuse_expired(c, p):
+            if direction == IN and c.state == sTW and self._reuse_expired(c, p):
                 hit = None
         if hit is None:
             svc = self._svc_by_key.get((p.proto, p.dst, p.dport))

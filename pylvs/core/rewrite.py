@@ -86,9 +86,11 @@ def rewrite_tuple(buf: bytearray, l3: int, l4: int, proto: int, image: tuple[byt
     verifies too) takes the per-field path, which is the reference by definition.
     """
     addrs, ports, both = image
-    old = buf[l3 + 12:l3 + 20] + buf[l4:l4 + 4]
     off = l4 + 16 if proto == IPPROTO_TCP else l4 + 6
     check = _u16.unpack_from(buf, off)[0]
+    # Without IP options the ports follow the addresses: one 12-byte run to read and to write.
+    run = l4 == l3 + 20
+    old = buf[l3 + 12:l3 + 24] if run else buf[l3 + 12:l3 + 20] + buf[l4:l4 + 4]
     if old == both or check == 0xFFFF or buf[l3 + 10] == buf[l3 + 11] == 0xFF:
         if ttl_dec:
             dec_ttl(buf, l3)
@@ -99,10 +101,13 @@ def rewrite_tuple(buf: bytearray, l3: int, l4: int, proto: int, image: tuple[byt
         return
     if ttl_dec:
         buf[l3 + 8] -= 1
-    buf[l3 + 12:l3 + 20] = addrs
-    buf[l4:l4 + 4] = ports
+    if run:
+        buf[l3 + 12:l3 + 24] = both
+    else:
+        buf[l3 + 12:l3 + 20] = addrs
+        buf[l4:l4 + 4] = ports
     buf[l3 + 10] = buf[l3 + 11] = 0
-    _u16.pack_into(buf, l3 + 10, native.checksum(memoryview(buf)[l3:l4]))
+    _u16.pack_into(buf, l3 + 10, native.checksum(buf[l3:l4]))
     if proto == IPPROTO_UDP:
         if check == 0:
             return  # RFC 768: zero means "no checksum"; keep it that way

@@ -34,23 +34,30 @@ def _zero_sum_word(buf: bytearray, check_off: int, word_off: int, start: int, en
     _u16.pack_into(buf, word_off, native.checksum(memoryview(buf)[start:end], initial))
 
 
-def make(proto, src, sport, dst, dport, ttl, payload, ip_ffff, l4_ffff) -> bytearray:
+def make(proto, src, sport, dst, dport, ttl, payload, ip_ffff, l4_ffff, ip_opts=False) -> bytearray:
     if proto == 6:
         f = bytearray(tcp_frame(C, D, src, dst, sport, dport, 0x18, payload=payload, ttl=ttl))
-        check_off = 14 + 20 + 16
     else:
         f = bytearray(udp_frame(C, D, src, dst, sport, dport, payload, ttl=ttl))
-        check_off = 14 + 20 + 6
+    ihl = 20
+    if ip_opts:
+        # NOP NOP NOP EOL: the ports no longer follow the addresses (the L4 sums do not cover IP options)
+        ihl = 24
+        f[34:34] = b"\x01\x01\x01\x00"
+        f[14] = 0x46
+        _u16.pack_into(f, 16, _u16.unpack_from(f, 16)[0] + 4)
+        _zero_sum_word(f, 24, 24, 14, 14 + ihl, 0)  # (the "word" is the checksum itself: a plain recompute)
+    l4 = 14 + ihl
+    check_off = l4 + 16 if proto == 6 else l4 + 6
     if l4_ffff and len(payload) >= 2:
         # A zero sum spelled 0xFFFF: choose the first payload word so the true checksum is 0, then write 0xFFFF.
-        l4 = 14 + 20
         end = len(f)
         pseudo = native.pseudo_header_sum(bytes(f[26:30]), bytes(f[30:34]), proto, end - l4)
         start = check_off + 2 if proto == 17 else l4 + 20
         _zero_sum_word(f, check_off, start, l4, end, pseudo)
         f[check_off:check_off + 2] = b"\xff\xff"
     if ip_ffff:
-        _zero_sum_word(f, 24, 18, 14, 34, 0)  # the ID word
+        _zero_sum_word(f, 24, 18, 14, 14 + ihl, 0)  # the ID word
         f[24:26] = b"\xff\xff"
     return f
 
@@ -70,15 +77,15 @@ def reference(buf: bytearray, p: Packet, image, ttl_dec: bool) -> None:
        ttl=st.integers(2, 255), payload=st.binary(max_size=40),
        ip_ffff=st.booleans(), l4_ffff=st.booleans(), udp_none=st.booleans(),
        keep=st.lists(st.booleans(), min_size=4, max_size=4),
-       nsrc=addrs, nsport=ports, ndst=addrs, ndport=ports, ttl_dec=st.booleans())
+       nsrc=addrs, nsport=ports, ndst=addrs, ndport=ports, ttl_dec=st.booleans(), ip_opts=st.booleans())
 @example(proto=6, src="198.18.0.10", sport=40000, dst="198.18.0.100", dport=80, ttl=64, payload=b"ab",
          ip_ffff=False, l4_ffff=True, udp_none=False, keep=[True, True, True, False], nsrc="1.1.1.1", nsport=1,
-         ndst="1.1.1.1", ndport=0, ttl_dec=False)
+         ndst="1.1.1.1", ndport=0, ttl_dec=False, ip_opts=False)
 def test_rewrite_tuple_is_the_per_field_rewrite(proto, src, sport, dst, dport, ttl, payload, ip_ffff, l4_ffff,
-                                                udp_none, keep, nsrc, nsport, ndst, ndport, ttl_dec):
-    f = make(proto, src, sport, dst, dport, ttl, payload, ip_ffff, l4_ffff)
+                                                udp_none, keep, nsrc, nsport, ndst, ndport, ttl_dec, ip_opts):
+    f = make(proto, src, sport, dst, dport, ttl, payload, ip_ffff, l4_ffff, ip_opts)
     if proto == 17 and udp_none:
-        f[40:42] = b"\x00\x00"  # no UDP checksum
+        f[len(f) - len(payload) - 2:len(f) - len(payload)] = b"\x00\x00"  # no UDP checksum
     p = parse_ipv4(f)
     assert isinstance(p, Packet), p
     # Some fields keep their value (NAT inbound keeps the source, outbound the destination).
@@ -89,6 +96,7 @@ def test_rewrite_tuple_is_the_per_field_rewrite(proto, src, sport, dst, dport, t
     c = Conn(proto, b"", 0, b"", 0, bytes(map(int, new_src.split("."))), new_sport,
              bytes(map(int, new_dst.split("."))), new_dport, None, None, "nat")
     ref = bytearray(f)
+    assert p.l4 == (38 if ip_opts else 34)
     reference(ref, p, c.rw_in, ttl_dec)
     rewrite_tuple(f, p.l3, p.l4, proto, c.rw_in, ttl_dec)
     assert f == ref
