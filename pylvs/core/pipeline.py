@@ -469,11 +469,26 @@ class Director:
             c.inactive = True
         return c
 
-    def _account(self, c: Conn, p: Packet, inbound: bool) -> None:
-        """Packets and bytes (IP length, like IPVS's skb->len) for flow, service, server."""
+    def _advance(self, c: Conn, p: Packet, rule, iface: Iface, direction: int, mtu: int, err_src: bytes,
+                 now: float) -> list[Action] | None:
+        """What every forwarded packet of a flow goes through, either direction:
+        TTL and path-MTU checks (answered with ICMP where allowed), the state
+        machine, the counters, and the mode's header rewrite with the TTL
+        decrement of routed modes.  ``mtu`` is the room the packet has (TUN: the
+        egress MTU − 20).  One method rather than one per step: it runs per packet."""
+        if rule.routed and p.ttl <= 1:
+            return self._time_exceeded(p, iface)
+        if p.ip_len > mtu and p.df:
+            # RFC 1191: tell the sender the largest datagram that will fit.
+            return self._error(p, iface, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, mtu, err_src, "frag_needed")
+        if p.proto == IPPROTO_TCP:
+            self._set_state(c, direction, p.flags, now)
+        else:
+            self._set_timeout(c, now)
+        # Packets and bytes (IP length, like IPVS's skb->len) for flow, service, server.
         n = p.ip_len
         s, d = c.svc, c.dest
-        if inbound:
+        if direction == IN:
             c.pkts_in += 1
             c.bytes_in += n
             s.pkts_in += 1
@@ -489,37 +504,15 @@ class Director:
             if d is not None:
                 d.pkts_out += 1
                 d.bytes_out += n
-
-    def _advance(self, c: Conn, p: Packet, rule, iface: Iface, direction: int, mtu: int, err_src: bytes,
-                 now: float) -> list[Action] | None:
-        """What every forwarded packet of a flow goes through, either direction:
-        TTL and path-MTU checks (answered with ICMP where allowed), the state
-        machine and the counters.  ``mtu`` is the room the packet has (TUN: the
-        egress MTU − 20).  The caller then decrements the TTL of routed modes
-        (NAT and FULLNAT together with their rewrite: :meth:`_rewrite`)."""
-        if rule.routed and p.ttl <= 1:
-            return self._time_exceeded(p, iface)
-        if p.ip_len > mtu and p.df:
-            # RFC 1191: tell the sender the largest datagram that will fit.
-            return self._error(p, iface, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, mtu, err_src, "frag_needed")
-        if p.proto == IPPROTO_TCP:
-            self._set_state(c, direction, p.flags, now)
-        else:
-            self._set_timeout(c, now)
-        self._account(c, p, direction == IN)
-        return None
-
-    @staticmethod
-    def _rewrite(c: Conn, rule, p: Packet, direction: int) -> None:
-        """The mode's header rewrite of a forwarded packet, with the TTL decrement of routed modes."""
         if rule.port_mapping:
             # NAT, FULLNAT: addresses, ports and TTL in one pass over the header images made at schedule time
             # (the same bytes as dec_ttl + xlate_in/xlate_out: see rewrite_tuple).
             rewrite_tuple(p.buf, p.l3, p.l4, p.proto, c.rw_in if direction == IN else c.rw_out, rule.routed)
-            return
-        if rule.routed:
-            dec_ttl(p.buf, p.l3)
-        (xlate_in if direction == IN else xlate_out)(c, rule, p.buf, p.l3, p.l4, p.proto)
+        else:
+            if rule.routed:
+                dec_ttl(p.buf, p.l3)
+            (xlate_in if direction == IN else xlate_out)(c, rule, p.buf, p.l3, p.l4, p.proto)
+        return None
 
     def _sync(self, c: Conn, ifname: str, nexthop: bytes) -> None:
         """Hand the flow to the fast path or take it back (FastPath.sync) after a forwarded packet."""
@@ -546,7 +539,6 @@ class Director:
         stop = self._advance(c, p, rule, iface, IN, room, p.dst, now)
         if stop is not None:
             return stop
-        self._rewrite(c, rule, p, IN)
         if c.mode == "fullnat" and p.proto == IPPROTO_TCP and c.svc.toa:
             self._toa(c, p, prev_state, egress.mtu)
         if rule.encap:
@@ -585,7 +577,6 @@ class Director:
         stop = self._advance(c, p, rule, iface, OUT, self.ifaces[c.in_ifname].mtu, iface.primary, now)
         if stop is not None:
             return stop
-        self._rewrite(c, rule, p, OUT)
         if c.mode == "fullnat" and p.proto == IPPROTO_TCP and c.svc.toa and p.flags & TH_SYN:
             # The RS's MSS must leave room for the 8 TOA bytes we add inbound.
             if clamp_mss(p, len(c.svc.toa_option(c.caddr, c.cport))):
