@@ -40,7 +40,8 @@ setup(
     ext_modules=[
         Extension(
             "pylvs._native",
-            sources=["native/module.c", "native/csum.c", "native/flowtab.c", "native/fastpath.c", "native/io.c"],
+            sources=["native/module.c", "native/csum.c", "native/flowtab.c", "native/fastpath.c", "native/io.c",
+                     "native/offload.c", "native/module_io.c"],
             depends=["native/pylvs_native.h"],
             extra_compile_args=CFLAGS,
         )

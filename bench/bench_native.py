@@ -48,7 +48,7 @@ from pylvs._pure import flowtable as _pure  # noqa: E402
 NativeFT = _native.FlowTable
 PureFT = _pure.FlowTable
 checksum = _native.checksum
-DESC = struct.Struct("=IIhH")  # struct pn_desc: off, len, verdict, reason
+DESC = struct.Struct("=IIhHHBB")  # struct pn_desc: off, len, verdict, reason, gso_size, gso_type, flags
 assert DESC.size == _native.DESC_SIZE == _pure.DESC_SIZE
 
 pc = time.perf_counter_ns
@@ -104,14 +104,14 @@ def layout(frames: list[bytes], size: int) -> tuple[bytes, bytes]:
     for k, f in enumerate(frames):
         assert len(f) == size
         buf[k * st + HEADROOM:k * st + HEADROOM + size] = f
-        desc += DESC.pack(k * st + HEADROOM, size, 0, 0)
+        desc += DESC.pack(k * st + HEADROOM, size, 0, 0, 0, 0, 0)
     return bytes(buf), bytes(desc)
 
 
 def check_output(label: str, buf, desc, n: int, egress: int) -> None:
     """Every frame forwarded toward ``egress``, with correct IP and TCP checksums."""
     for k in range(n):
-        off, ln, verdict, reason = DESC.unpack_from(desc, k * DESC.size)
+        off, ln, verdict, reason = DESC.unpack_from(desc, k * DESC.size)[:4]
         if verdict < 0:
             error(f"{label}: frame {k} punted (reason {_pure.PUNT_NAMES[reason]})")
             return
@@ -351,7 +351,7 @@ class ScalePoint:
         per = stride_for(64) * batch
         wv, pv = memoryview(work), memoryview(pristine)
         pairs = [(wv[j * per:(j + 1) * per], pv[j * per:(j + 1) * per]) for j in range(F // batch)]
-        desc0 = b"".join(DESC.pack(k * stride_for(64) + HEADROOM, 64, 0, 0) for k in range(batch))
+        desc0 = b"".join(DESC.pack(k * stride_for(64) + HEADROOM, 64, 0, 0, 0, 0, 0) for k in range(batch))
         desc = bytearray(desc0)
         proc = t.process
 

@@ -21,10 +21,17 @@ static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[
 static inline void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
 
 /* Patch the L4 checksum at csum for a changed run of bytes: UDP's 0 means "none" and stays 0, a computed
- * UDP 0 is sent as 0xFFFF (RFC 768). */
+ * UDP 0 is sent as 0xFFFF (RFC 768).  A partial checksum (udp == PARTIAL) holds the pseudo-header sum itself,
+ * not its complement: it moves the other way, as the kernel's inet_proto_csum_replace4 does for
+ * CHECKSUM_PARTIAL, and its 0 means nothing special. */
+#define PARTIAL 2
 static void patch_l4(uint8_t *csum, int udp, const uint8_t *old, const uint8_t *new_, size_t n)
 {
     uint16_t c = rd16(csum);
+    if (udp == PARTIAL) {
+        wr16(csum, (uint16_t)~pn_csum_replace_bytes((uint16_t)~c, old, new_, n));
+        return;
+    }
     if (udp && c == 0)
         return;
     c = pn_csum_replace_bytes(c, old, new_, n);
@@ -44,6 +51,8 @@ static void set_addr(uint8_t *ip, uint8_t *l4csum, int udp, int field, uint32_t 
     patch_l4(l4csum, udp, old, (const uint8_t *)&addr, 4);
 }
 
+/* A port is not in the pseudo header: a partial checksum is left alone (the sender sums the L4 header as it
+ * finally is, RFC 793 §3.1). */
 static void set_port(uint8_t *port, uint8_t *l4csum, int udp, uint16_t value)
 {
     uint8_t old[2];
@@ -51,7 +60,8 @@ static void set_port(uint8_t *port, uint8_t *l4csum, int udp, uint16_t value)
     if (memcmp(old, &value, 2) == 0)
         return;
     memcpy(port, &value, 2);
-    patch_l4(l4csum, udp, old, (const uint8_t *)&value, 2);
+    if (udp != PARTIAL)
+        patch_l4(l4csum, udp, old, (const uint8_t *)&value, 2);
 }
 
 /* The TCP options up to the first EOL or malformed one (where a receiver stops too): is kind there? */
@@ -97,8 +107,6 @@ static int parse(pn_table *t, uint8_t *buf, size_t buflen, pn_desc *d, int ifind
         return PN_PUNT_MALFORMED;
     uint8_t *f = buf + d->off;
     size_t len = d->len;
-    if (d->reason & PN_IN_CSUM_PARTIAL)
-        pn_complete_l4_checksum(f, len);
     if (len < ETH_HLEN || memcmp(f, in->mac, 6) != 0 || f[12] != 0x08 || f[13] != 0x00)
         return PN_PUNT_NOT_IPV4;
     uint8_t *ip = f + ETH_HLEN;
@@ -118,23 +126,36 @@ static int parse(pn_table *t, uint8_t *buf, size_t buflen, pn_desc *d, int ifind
     p->flags = 0;
     p->doff = 0;
     /* The pseudo-header (RFC 793 §3.1): addresses, protocol, L4 length. */
-    uint64_t pseudo = pn_csum_partial(ip + 12, 8, 0) + proto + l4len;
+    /* The L4 checksum is verified unless the kernel says it checked it already, or it is not computed yet (a
+     * partial one: whoever sends the frame on finishes it): summing a 64 KB super-frame again is what the
+     * offloads exist to avoid. */
+    int trusted = (d->flags & (PN_CSUM_PARTIAL | PN_CSUM_VALID)) != 0;
     if (proto == 6) {
         if (l4len < 20)
             return PN_PUNT_MALFORMED;
         p->doff = (size_t)(l4[12] >> 4) * 4;
-        if (p->doff < 20 || p->doff > l4len || pn_csum_fold(pn_csum_partial(l4, l4len, pseudo)) != 0)
+        if (p->doff < 20 || p->doff > l4len ||
+            (!trusted && pn_csum_fold(pn_csum_partial(l4, l4len, pn_csum_partial(ip + 12, 8, 0) + proto + l4len))))
             return PN_PUNT_MALFORMED;
         p->flags = l4[13];
         p->csum = l4 + 16;
     } else if (proto == 17) {
         if (l4len < 8 || rd16(l4 + 4) != l4len)
             return PN_PUNT_MALFORMED;
-        if (rd16(l4 + 6) != 0 && pn_csum_fold(pn_csum_partial(l4, l4len, pseudo)) != 0)
+        if (!trusted && rd16(l4 + 6) != 0 &&
+            pn_csum_fold(pn_csum_partial(l4, l4len, pn_csum_partial(ip + 12, 8, 0) + proto + l4len)) != 0)
             return PN_PUNT_MALFORMED;
         p->csum = l4 + 6;
     } else {
         return PN_PUNT_PROTO;
+    }
+    /* A super-frame passes whole only as what the kernel can segment again: TCP or UDP (USO) over IPv4 with a
+     * partial checksum.  Anything else (UFO, a type that does not match the protocol) is for the slow path. */
+    if (d->gso_type) {
+        uint8_t g = d->gso_type & (uint8_t)~PN_GSO_ECN;
+        if (!(d->flags & PN_CSUM_PARTIAL) || d->gso_size == 0 ||
+            !((g == PN_GSO_TCPV4 && proto == 6) || (g == PN_GSO_UDP_L4 && proto == 17)))
+            return PN_PUNT_GSO;
     }
     p->base = buf;
     p->f = f;
@@ -160,7 +181,7 @@ static int finish(pn_table *t, pn_desc *d, pkt *p, double now)
     int dir = (int)(link & 1);
     uint8_t *ip = p->ip, *l4 = p->l4, *csum = p->csum, *f = p->f;
     size_t total = p->total;
-    int udp = p->proto == 17;
+    int udp = p->proto == 17; /* how the L4 checksum is patched: TCP (0), UDP (1: 0 = none), or PARTIAL */
     if (!(e->flags & PN_F_FAST))
         return PN_PUNT_NOT_FAST;
     if (e->expires <= now)
@@ -175,9 +196,19 @@ static int finish(pn_table *t, pn_desc *d, pkt *p, double now)
     if (routed && ip[8] <= 1)
         return PN_PUNT_TTL;
     int encap = dir == PN_DIR_IN && e->mode == PN_TUN;
+    /* A super-frame goes out whole only where its port takes virtio-net headers, and never into IP-in-IP: a
+     * virtio-net header has no type for an IPIP GSO frame.  The slow path cuts it up (counted). */
+    if (d->gso_type && (!out->offload || encap))
+        return PN_PUNT_GSO;
     /* Over the egress MTU, or past what an IPv4 total length can say once encapsulated: the slow path
-     * decides (ICMP fragmentation needed, or fragments). */
-    if (total + (encap ? 20 : 0) > (out->mtu < 65535 ? out->mtu : 65535))
+     * decides (ICMP fragmentation needed, or fragments).  A super-frame is measured by the segments it will
+     * become. */
+    size_t wire = total;
+    if (d->gso_type) {
+        size_t seg = 20 + (p->proto == 6 ? p->doff : 8) + d->gso_size;
+        wire = seg < total ? seg : total;
+    }
+    if (wire + (encap ? 20 : 0) > (out->mtu < 65535 ? out->mtu : 65535))
         return PN_PUNT_MTU;
     if (dir == PN_DIR_IN && e->mode == PN_FULLNAT && p->proto == 6 && e->toa_kind &&
         has_option(l4 + 20, p->doff - 20, e->toa_kind))
@@ -188,7 +219,15 @@ static int finish(pn_table *t, pn_desc *d, pkt *p, double now)
     if (encap && off < 20)
         return PN_PUNT_HEADROOM;
 
-    /* Decided: forward.  From here on the frame is edited. */
+    /* Decided: forward.  From here on the frame is edited.  A partial checksum stays partial where the egress
+     * port takes it so (the pseudo-header part kept right below); elsewhere, or when it is about to be
+     * wrapped in IP-in-IP, it is finished first, exactly as the slow path would. */
+    if ((d->flags & PN_CSUM_PARTIAL) && (!out->offload || encap)) {
+        pn_complete_l4_checksum(f, ETH_HLEN + total);
+        d->flags &= (uint8_t)~PN_CSUM_PARTIAL;
+    }
+    if (d->flags & PN_CSUM_PARTIAL)
+        udp = PARTIAL;
     e->expires = now + (p->proto == 6 ? t->tcp_timeout : t->udp_timeout);
     pn_counters *c = &t->dests[e->dest_id < t->ndests ? e->dest_id : 0];
     if (dir == PN_DIR_IN) {
@@ -317,10 +356,6 @@ static uint32_t process(pn_table *t, uint8_t *buf, size_t buflen, pn_desc *desc,
                 if (r[j] < 0)
                     __builtin_prefetch(&t->buckets[pk[j].hash & t->mask]);
             } else {
-                /* Still hand the slow path a frame with a whole checksum. */
-                if ((d->reason & PN_IN_CSUM_PARTIAL) && (size_t)d->off <= buflen &&
-                    (size_t)d->len <= buflen - d->off)
-                    pn_complete_l4_checksum(buf + d->off, d->len);
                 r[j] = PN_PUNT_IFACE;
             }
         }
@@ -364,20 +399,11 @@ uint32_t pn_process(pn_table *t, uint8_t *buf, size_t buflen, pn_desc *desc, uin
 }
 
 /* For a caller that must see every frame's effect in arrival order (the Director: a punted FIN or ARP
- * reply changes what the next frames of the batch should get): stop right after the first punt.  Partial
- * checksums of the whole batch are completed first (and their flags cleared), so frames a group parsed
- * beyond the punt carry no half-done work into the next call. */
+ * reply changes what the next frames of the batch should get): stop right after the first punt.  The first
+ * two passes of a group change nothing, so frames parsed beyond the punt carry nothing into the next call. */
 uint32_t pn_process_until_punt(pn_table *t, uint8_t *buf, size_t buflen, pn_desc *desc, uint32_t n, int ifindex,
                                double now)
 {
-    for (uint32_t i = 0; i < n; i++) {
-        pn_desc *d = &desc[i];
-        if (d->reason & PN_IN_CSUM_PARTIAL) {
-            if ((size_t)d->off <= buflen && (size_t)d->len <= buflen - d->off)
-                pn_complete_l4_checksum(buf + d->off, d->len);
-            d->reason &= (uint16_t)~PN_IN_CSUM_PARTIAL;
-        }
-    }
     uint32_t consumed;
     process(t, buf, buflen, desc, n, ifindex, now, 1, &consumed);
     return consumed;

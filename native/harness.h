@@ -122,7 +122,7 @@ extern fp_state FP;
 typedef struct {
     uint8_t *data;
     size_t len;
-    int partial; /* hand it over with PN_IN_CSUM_PARTIAL */
+    int partial; /* hand it over with PN_CSUM_PARTIAL */
 } frame;
 
 /* The fast path's random input (harness_gen.c). */
@@ -134,6 +134,9 @@ void mutate(uint8_t *f, size_t *len);
 void partialize(uint8_t *f, size_t len);
 void aim_word(uint8_t *w, uint32_t s);
 frame make_frame(const pn_table *t, int ifindex);
+
+/* The offload pieces (harness_offload.c). */
+void check_offload_once(void);
 
 /* The reference classifier and rewrite (harness_ref.c). */
 typedef struct {

@@ -6,6 +6,8 @@
 #include <sys/uio.h>
 #include "pylvs_native.h"
 
+extern PyMethodDef pn_io_methods[]; /* module_io.c */
+
 /* ---------------------------------------------------------------- checksums */
 
 static PyObject *py_csum_partial(PyObject *self, PyObject *args)
@@ -115,7 +117,7 @@ static PyObject *py_siphash24(PyObject *self, PyObject *args) { return siphash_c
 
 static const char *PUNT_NAMES[PN_PUNT_NREASONS] = {
     "not_ipv4", "malformed", "ip_options", "fragment", "protocol", "no_flow", "not_fast",
-    "expired", "tcp_flags", "ttl", "mtu", "toa", "headroom", "interface",
+    "expired", "tcp_flags", "ttl", "mtu", "toa", "headroom", "interface", "gso",
 };
 
 typedef struct {
@@ -254,7 +256,8 @@ static PyObject *FT_set_interface(FlowTable *s, PyObject *args)
     int index;
     PyObject *mac, *addr;
     long long mtu;
-    if (!PyArg_ParseTuple(args, "iOOL", &index, &mac, &addr, &mtu))
+    int offload = 0;
+    if (!PyArg_ParseTuple(args, "iOOL|p", &index, &mac, &addr, &mtu, &offload))
         return NULL;
     if (index < 0 || index >= PN_MAX_IFACES) {
         PyErr_Format(PyExc_ValueError, "interface index must be 0..%d", PN_MAX_IFACES - 1);
@@ -272,6 +275,7 @@ static PyObject *FT_set_interface(FlowTable *s, PyObject *args)
     memcpy(i->mac, m6, 6);
     i->addr = a4;
     i->mtu = (uint32_t)mtu;
+    i->offload = (uint8_t)offload;
     i->used = 1;
     Py_RETURN_NONE;
 }
@@ -570,7 +574,7 @@ fail:
 
 static PyMethodDef FT_methods[] = {
     {"memory_bytes", (PyCFunction)FT_memory_bytes, METH_NOARGS, "Bytes allocated for the table."},
-    {"set_interface", (PyCFunction)FT_set_interface, METH_VARARGS, "set_interface(index, mac, addr, mtu)"},
+    {"set_interface", (PyCFunction)FT_set_interface, METH_VARARGS, "set_interface(index, mac, addr, mtu, offload=False)"},
     {"set_timeouts", (PyCFunction)FT_set_timeouts, METH_VARARGS, "set_timeouts(tcp_established, udp)"},
     {"hash", (PyCFunction)FT_hash, METH_VARARGS, "hash(proto, a, aport, b, bport): the keyed SipHash-1-3"},
     {"insert", (PyCFunction)FT_insert, METH_VARARGS, "insert(...) -> slot, -1 full, -2 key in use"},
@@ -611,106 +615,6 @@ static PyTypeObject FlowTableType = {
     .tp_as_sequence = &FT_seq,
 };
 
-/* ---------------------------------------------------------------- batched AF_PACKET I/O */
-
-static PyObject *py_rx_afpacket(PyObject *self, PyObject *args)
-{
-    int fd;
-    Py_buffer buf, desc, ctr;
-    unsigned int max, stride, headroom, room;
-    if (!PyArg_ParseTuple(args, "iw*w*IIIIw*", &fd, &buf, &desc, &max, &stride, &headroom, &room, &ctr))
-        return NULL;
-    PyObject *r = NULL;
-    if ((size_t)desc.len / sizeof(pn_desc) < (max < 64 ? max : 64) || (uintptr_t)desc.buf % _Alignof(pn_desc))
-        PyErr_SetString(PyExc_ValueError, "desc too small or misaligned");
-    else if ((size_t)ctr.len < sizeof(pn_rx_counters) || (uintptr_t)ctr.buf % _Alignof(uint64_t))
-        PyErr_SetString(PyExc_ValueError, "counters must be 7 aligned uint64");
-    else if (stride == 0 || (uint64_t)headroom + room > stride)
-        PyErr_SetString(PyExc_ValueError, "headroom + room must fit in stride");
-    else {
-        int n;
-        Py_BEGIN_ALLOW_THREADS
-        n = pn_rx_afpacket(fd, buf.buf, (size_t)buf.len, desc.buf, max, stride, headroom, room, ctr.buf);
-        Py_END_ALLOW_THREADS
-        r = PyLong_FromLong(n);
-    }
-    PyBuffer_Release(&buf);
-    PyBuffer_Release(&desc);
-    PyBuffer_Release(&ctr);
-    return r;
-}
-
-static PyObject *py_tx_run(PyObject *self, PyObject *args)
-{
-    Py_buffer fds, buf, desc, ctr;
-    unsigned int start, n;
-    if (!PyArg_ParseTuple(args, "y*y*y*IIw*", &fds, &buf, &desc, &start, &n, &ctr))
-        return NULL;
-    PyObject *r = NULL;
-    size_t nfds = (size_t)fds.len / sizeof(int);
-    if ((size_t)desc.len / sizeof(pn_desc) < n || start > n || (uintptr_t)desc.buf % _Alignof(pn_desc) ||
-        (uintptr_t)fds.buf % _Alignof(int))
-        PyErr_SetString(PyExc_ValueError, "desc holds fewer than n descriptors, or a buffer is misaligned");
-    else if (nfds == 0 || (size_t)ctr.len < nfds * sizeof(pn_tx_counters) || (uintptr_t)ctr.buf % _Alignof(uint64_t))
-        PyErr_SetString(PyExc_ValueError, "counters must be 3 aligned uint64 per fd");
-    else {
-        uint32_t next;
-        Py_BEGIN_ALLOW_THREADS
-        next = pn_tx_run(fds.buf, (uint32_t)nfds, buf.buf, (size_t)buf.len, desc.buf, start, n, ctr.buf);
-        Py_END_ALLOW_THREADS
-        r = PyLong_FromUnsignedLong(next);
-    }
-    PyBuffer_Release(&fds);
-    PyBuffer_Release(&buf);
-    PyBuffer_Release(&desc);
-    PyBuffer_Release(&ctr);
-    return r;
-}
-
-static PyObject *py_send_frames(PyObject *self, PyObject *args)
-{
-    int fd;
-    PyObject *seq;
-    if (!PyArg_ParseTuple(args, "iO", &fd, &seq))
-        return NULL;
-    PyObject *fast = PySequence_Fast(seq, "frames must be a sequence of buffers");
-    if (!fast)
-        return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
-    if (n > (Py_ssize_t)UINT32_MAX) {
-        Py_DECREF(fast);
-        PyErr_SetString(PyExc_ValueError, "too many frames");
-        return NULL;
-    }
-    Py_buffer *views = PyMem_Calloc((size_t)n + 1, sizeof(Py_buffer));
-    struct iovec *iov = PyMem_Calloc((size_t)n + 1, sizeof(struct iovec));
-    Py_ssize_t got = 0;
-    PyObject *r = NULL;
-    if (!views || !iov) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (; got < n; got++) {
-        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(fast, got), &views[got], PyBUF_SIMPLE) < 0)
-            goto done;
-        iov[got].iov_base = views[got].buf;
-        iov[got].iov_len = (size_t)views[got].len;
-    }
-    uint64_t bytes;
-    uint32_t errors, sent;
-    Py_BEGIN_ALLOW_THREADS
-    sent = pn_send_frames(fd, iov, (uint32_t)n, &bytes, &errors);
-    Py_END_ALLOW_THREADS
-    r = Py_BuildValue("(IKI)", sent, (unsigned long long)bytes, errors);
-done:
-    for (Py_ssize_t k = 0; k < got; k++)
-        PyBuffer_Release(&views[k]);
-    PyMem_Free(views);
-    PyMem_Free(iov);
-    Py_DECREF(fast);
-    return r;
-}
-
 static PyMethodDef methods[] = {
     {"csum_partial", py_csum_partial, METH_VARARGS, "Unfolded one's-complement sum (RFC 1071)."},
     {"checksum", py_checksum, METH_VARARGS, "The RFC 1071 checksum of data (plus an unfolded initial sum)."},
@@ -721,12 +625,6 @@ static PyMethodDef methods[] = {
     {"csum_replace_bytes", py_csum_replace_bytes, METH_VARARGS, "RFC 1624 update for an even run of bytes."},
     {"complete_checksum", py_complete_checksum, METH_O,
      "Fill in the TCP/UDP checksum of a CHECKSUM_PARTIAL IPv4 frame in full; False if not one."},
-    {"rx_afpacket", py_rx_afpacket, METH_VARARGS,
-     "rx_afpacket(fd, buf, desc, max, stride, headroom, room, counters) -> frames described in desc"},
-    {"tx_run", py_tx_run, METH_VARARGS,
-     "tx_run(fds, buf, desc, start, n, counters) -> index of the first punted frame (or n); the run is sent"},
-    {"send_frames", py_send_frames, METH_VARARGS,
-     "send_frames(fd, frames) -> (sent, bytes, errors): sendmmsg in chunks (write() for a TAP device)"},
     {"siphash13", py_siphash13, METH_VARARGS, "SipHash-1-3(key16, data) -> 64-bit int."},
     {"siphash24", py_siphash24, METH_VARARGS, "SipHash-2-4(key16, data) -> 64-bit int."},
     {NULL}};
@@ -749,6 +647,11 @@ PyMODINIT_FUNC PyInit__native(void)
     PyModule_AddIntConstant(m, "DESC_SIZE", sizeof(pn_desc));
     PyModule_AddIntConstant(m, "ENTRY_SIZE", sizeof(pn_entry));
     PyModule_AddIntConstant(m, "MAX_INTERFACES", PN_MAX_IFACES);
-    PyModule_AddIntConstant(m, "IN_CSUM_PARTIAL", PN_IN_CSUM_PARTIAL);
+    PyModule_AddIntConstant(m, "CSUM_PARTIAL", PN_CSUM_PARTIAL);
+    PyModule_AddIntConstant(m, "CSUM_VALID", PN_CSUM_VALID);
+    if (PyModule_AddFunctions(m, pn_io_methods) < 0) { /* module_io.c */
+        Py_DECREF(m);
+        return NULL;
+    }
     return m;
 }

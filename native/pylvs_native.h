@@ -83,6 +83,7 @@ typedef struct {
 typedef struct {
     uint8_t mac[6];
     uint8_t used;
+    uint8_t offload; /* its port takes virtio-net headers: partial checksums and GSO super-frames pass whole */
     uint32_t addr; /* network order: DIP, the TUN outer source */
     uint32_t mtu;
 } pn_iface;
@@ -102,6 +103,7 @@ enum {
     PN_PUNT_TOA,          /* a client-supplied TOA-kind option to strip */
     PN_PUNT_HEADROOM,     /* TUN needs 20 bytes before the frame */
     PN_PUNT_IFACE,        /* unknown ingress/egress interface index */
+    PN_PUNT_GSO,          /* a GSO super-frame the egress cannot take whole (no offload, TUN, odd type) */
     PN_PUNT_NREASONS
 };
 
@@ -125,23 +127,63 @@ typedef struct {
     uint64_t punts[PN_PUNT_NREASONS];
 } pn_table;
 
-/* Input flag in pn_desc.reason: the frame's L4 checksum is partial (TP_STATUS_CSUMNOTREADY); process()
- * completes it first, whatever the verdict. */
-#define PN_IN_CSUM_PARTIAL 1u
+/* pn_desc.flags: what the kernel said about the frame's TCP/UDP checksum (virtio-net header or
+ * tpacket_auxdata).  PARTIAL: the field holds only the pseudo-header sum, to be finished from csum_start (the
+ * L4 header) to the end by whoever sends it on (CHECKSUM_PARTIAL, VIRTIO_NET_HDR_F_NEEDS_CSUM,
+ * TP_STATUS_CSUMNOTREADY).  VALID: the kernel checked it already (CHECKSUM_UNNECESSARY,
+ * VIRTIO_NET_HDR_F_DATA_VALID, TP_STATUS_CSUM_VALID); the fast path need not sum the payload again. */
+#define PN_CSUM_PARTIAL 1u
+#define PN_CSUM_VALID 2u
+
+/* pn_desc.gso_type: the virtio-net GSO types (include/uapi/linux/virtio_net.h). */
+#define PN_GSO_NONE 0u
+#define PN_GSO_TCPV4 1u
+#define PN_GSO_UDP 3u     /* UFO: IP fragmentation of one datagram; never passed through (punted) */
+#define PN_GSO_TCPV6 4u
+#define PN_GSO_UDP_L4 5u  /* USO: one UDP datagram per segment */
+#define PN_GSO_ECN 0x80u
 
 /* Frames may sit anywhere in the buffer (every access is bounds-checked against buflen); laid out in
  * ascending order with at least 20 bytes between them (pylvs.core.batch does), they are processed in staged
  * groups, otherwise one at a time — the same result either way.
  *
- * One frame of a batch: the caller fills off/len (and reason = input flags); process() sets verdict (egress interface index >= 0, or
- * -1 = punt to the slow path with reason), and may move off/len (TUN grows the frame 20 bytes to the left,
- * Ethernet padding is trimmed). */
+ * One frame of a batch: the caller fills off/len, flags and the GSO fields; process() sets verdict (egress
+ * interface index >= 0, or -1 = punt to the slow path with reason), and may move off/len (TUN grows the
+ * frame 20 bytes to the left, Ethernet padding is trimmed) and clear PN_CSUM_PARTIAL (it finished the
+ * checksum for an egress that cannot).  A forwarded frame keeps gso_size/gso_type: the sender hands them to
+ * the kernel in a virtio-net header. */
 typedef struct {
     uint32_t off;
     uint32_t len;
     int16_t verdict;
     uint16_t reason;
+    uint16_t gso_size; /* payload bytes per segment of a GSO super-frame; 0 for an ordinary frame */
+    uint8_t gso_type;  /* PN_GSO_* */
+    uint8_t flags;     /* PN_CSUM_* */
 } pn_desc;
+
+/* struct virtio_net_hdr, as AF_PACKET (PACKET_VNET_HDR) and TAP (IFF_VNET_HDR) put it before each frame: 10
+ * bytes, fields in the host's byte order (legacy virtio on a little-endian host; the kernel's vio_le()). */
+#define PN_VNET_HDR_LEN 10
+#define PN_VNET_F_NEEDS_CSUM 1u
+#define PN_VNET_F_DATA_VALID 2u
+typedef struct {
+    uint8_t flags, gso_type;
+    uint16_t hdr_len, gso_size, csum_start, csum_offset;
+} pn_vnet_hdr;
+
+/* Fill desc's flags/GSO fields from a received virtio-net header for frame f (len bytes).  A partial
+ * checksum somewhere other than the IPv4 TCP/UDP checksum field is finished here (as skb_checksum_help
+ * would).  Returns 0, or -1 when the frame cannot be taken (a GSO frame whose header does not fit it). */
+int pn_vnet_to_desc(const pn_vnet_hdr *h, uint8_t *f, size_t len, pn_desc *d);
+/* The virtio-net header to send frame f (len bytes) with, from its descriptor. */
+void pn_desc_to_vnet(const pn_desc *d, const uint8_t *f, size_t len, pn_vnet_hdr *h);
+/* Cut a GSO super-frame into wire-sized frames with whole checksums, as the kernel's tcp_gso_segment /
+ * __udp_gso_segment would (per segment: IP total length, ID + i, header checksum; TCP sequence + i * gso_size,
+ * FIN/PSH on the last only, CWR on the first only; UDP length).  Segments go one after the other into out,
+ * their lengths into lens.  Returns the number of segments, or -1 (malformed, unsupported type, no room). */
+int pn_gso_segment(const uint8_t *f, size_t len, const pn_desc *d, uint8_t *out, size_t outlen, uint32_t *lens,
+                   uint32_t maxsegs);
 
 int pn_table_init(pn_table *t, uint32_t capacity, const uint8_t key[16], uint32_t ndests);
 void pn_table_free(pn_table *t);
@@ -171,33 +213,38 @@ int pn_remove(pn_table *t, uint32_t slot);
 /* Sweep up to budget slots from the cursor; expired slots are removed and written to out (max budget). */
 uint32_t pn_expire(pn_table *t, double now, uint32_t budget, uint32_t *out);
 uint32_t pn_process(pn_table *t, uint8_t *buf, size_t buflen, pn_desc *desc, uint32_t n, int ifindex, double now);
-/* The same, but it completes every partial checksum first and stops right after the first punt: returns how
- * many descriptors it consumed (the last one is the punt, if any). */
+/* The same, but it stops right after the first punt: returns how many descriptors it consumed (the last one
+ * is the punt, if any). */
 uint32_t pn_process_until_punt(pn_table *t, uint8_t *buf, size_t buflen, pn_desc *desc, uint32_t n, int ifindex,
                                double now);
 
 /* ---------------------------------------------------------------- batched AF_PACKET I/O (io.c) */
 
 typedef struct {
-    uint64_t rx_frames, rx_bytes, rx_outgoing_ignored, rx_oversize, rx_vlan_dropped, csum_completed, rx_errors;
+    uint64_t rx_frames, rx_bytes, rx_outgoing_ignored, rx_oversize, rx_vlan_dropped, rx_csum_partial, rx_errors,
+        rx_gso, rx_gso_bad;
 } pn_rx_counters;
 
 typedef struct {
-    uint64_t tx_frames, tx_bytes, tx_errors;
+    uint64_t tx_frames, tx_bytes, tx_errors, tx_gso;
 } pn_tx_counters;
 
 /* Receive up to max frames with one recvmmsg into slots i * stride + headroom (room bytes each); the ones to
- * forward are described, compacted, in desc[0..n) (reason = PN_IN_CSUM_PARTIAL where the checksum is partial);
- * our own transmissions, truncated and VLAN frames are counted and left out.  Returns n. */
+ * forward are described, compacted, in desc[0..n) (flags and GSO fields from the virtio-net header when vnet,
+ * else from tpacket_auxdata); our own transmissions, truncated and VLAN frames are counted and left out.
+ * Returns n. */
 int pn_rx_afpacket(int fd, uint8_t *buf, size_t buflen, pn_desc *desc, uint32_t max, uint32_t stride,
-                   uint32_t headroom, uint32_t room, pn_rx_counters *c);
+                   uint32_t headroom, uint32_t room, int vnet, pn_rx_counters *c);
 /* Send desc[start..] up to the first punted frame (verdict < 0): consecutive frames to one egress go out in
- * one sendmmsg on fds[verdict]; per-egress counters in c[0..nfds).  Returns the index it stopped at. */
-uint32_t pn_tx_run(const int *fds, uint32_t nfds, const uint8_t *buf, size_t buflen, const pn_desc *desc,
-                   uint32_t start, uint32_t n, pn_tx_counters *c);
+ * one sendmmsg on fds[verdict], each behind a virtio-net header where vnet[verdict] (a TAP device: one
+ * write each); per-egress counters in c[0..nfds).  Returns the index it stopped at. */
+uint32_t pn_tx_run(const int *fds, const uint8_t *vnet, uint32_t nfds, const uint8_t *buf, size_t buflen,
+                   const pn_desc *desc, uint32_t start, uint32_t n, pn_tx_counters *c);
 struct iovec;
-/* Send n separate frames on fd, sendmmsg in chunks (write() for a TAP device); returns how many went out,
- * with their bytes and the number that failed (ENOBUFS...: counted, never retried). */
-uint32_t pn_send_frames(int fd, const struct iovec *frames, uint32_t n, uint64_t *bytes, uint32_t *errors);
+/* Send n separate frames on fd, sendmmsg in chunks (write() for a TAP device), each behind an all-zero
+ * virtio-net header when vnet (a whole checksum, no GSO); returns how many went out, with their bytes and the
+ * number that failed (ENOBUFS...: counted, never retried). */
+uint32_t pn_send_frames(int fd, const struct iovec *frames, uint32_t n, int vnet, uint64_t *bytes,
+                        uint32_t *errors);
 
 #endif

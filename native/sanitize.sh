@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the harness (native/harness.c, harness_ref.c, harness_gen.c; shared declarations in harness.h) with the
-# plain-C core (csum.c, flowtab.c, fastpath.c; no Python, not module.c)
+# plain-C core (csum.c, flowtab.c, fastpath.c, offload.c; no Python, not module.c or module_io.c)
 # under AddressSanitizer + UndefinedBehaviorSanitizer (+ LeakSanitizer) and run it.  Exits non-zero on any
 # sanitizer report, harness mismatch or leak.  Works from any directory; builds in a temporary directory.
 #
@@ -14,8 +14,8 @@ cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")"
 
 seed="${1:-1}"
 iterations="${2:-200000}"
-harness=(harness.c harness_ref.c harness_gen.c)
-core=(csum.c flowtab.c fastpath.c)
+harness=(harness.c harness_ref.c harness_gen.c harness_offload.c)
+core=(csum.c flowtab.c fastpath.c offload.c)
 flags=(-std=c11 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -Wall -Wextra)
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/pylvs-sanitize.XXXXXX")"

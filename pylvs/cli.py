@@ -156,7 +156,7 @@ def cmd_run(args) -> int:
 
     try:
         stats = serve(cfg, host_setup=args.host_setup, stats_out=args.stats_out, mode_override=args.mode,
-                      ctl_socket=args.ctl_socket, metrics=args.metrics)
+                      ctl_socket=args.ctl_socket, metrics=args.metrics, offload=not args.no_offload)
     except LiveError as e:
         _err(str(e))
         return EXIT_RUNTIME
@@ -196,6 +196,9 @@ def _run_options(p: argparse.ArgumentParser, *, required: bool) -> None:
     p.add_argument("--host-setup", action="store_true",
                    help="apply the host recipe (`pylvs host-setup` prints it) at start, undo it at exit")
     p.add_argument("--stats-out", metavar="FILE", help="write the final counters here as JSON at exit")
+    p.add_argument("--no-offload", action="store_true",
+                   help="AF_PACKET without virtio-net headers: wire-sized frames only (GSO/GRO super-frames "
+                   "do not fit; --host-setup then turns GRO off)")
     p.add_argument("--ctl-socket", metavar="PATH",
                    help="control socket for `pylvs ctl` (default: control.socket, /run/pylvs/pylvs.sock; '' = none)")
     p.add_argument("--metrics", metavar="ADDR:PORT",

@@ -16,13 +16,15 @@ import os
 from pylvs._pure import checksum as _pure_checksum
 from pylvs._pure import flowtable as _pure_flowtable
 from pylvs._pure import io as _pure_io
+from pylvs._pure import offload as _pure_offload
 from pylvs._pure import siphash as _pure_siphash
 
 NAMES = ("checksum", "csum_partial", "csum_fold", "pseudo_header_sum", "csum_replace2", "csum_replace4",
          "csum_replace_bytes", "complete_checksum", "siphash13", "siphash24", "FlowTable", "DESC_SIZE", "ENTRY_SIZE",
-         "MAX_INTERFACES", "rx_afpacket", "tx_run", "send_frames")
+         "MAX_INTERFACES", "rx_afpacket", "tx_run", "send_frames", "vnet_to_desc", "desc_to_vnet", "gso_segment")
 
-_PURE = {n: getattr(m, n) for m in (_pure_checksum, _pure_flowtable, _pure_siphash, _pure_io) for n in NAMES
+_PURE = {n: getattr(m, n)
+         for m in (_pure_checksum, _pure_flowtable, _pure_siphash, _pure_io, _pure_offload) for n in NAMES
          if hasattr(m, n)}
 
 try:

@@ -18,20 +18,26 @@ import sys
 from pylvs._pure.checksum import checksum, complete_checksum, csum_fold, csum_partial, csum_replace2, csum_replace_bytes
 from pylvs._pure.siphash import siphash13
 
-DESC = struct.Struct("=IIhH")  # struct pn_desc: off, len, verdict, reason
+DESC = struct.Struct("=IIhHHBB")  # struct pn_desc: off, len, verdict, reason, gso_size, gso_type, flags
 DESC_SIZE = DESC.size
 ENTRY_SIZE = 64
 MAX_INTERFACES = 32
-IN_CSUM_PARTIAL = 1  # desc.reason on input: the L4 checksum is partial, complete it first
+# desc.flags (native/pylvs_native.h): the L4 checksum is partial (only the pseudo-header sum: whoever sends the
+# frame on finishes it), or the kernel verified it already.
+CSUM_PARTIAL = 1
+CSUM_VALID = 2
+# desc.gso_type: the virtio-net GSO types (include/uapi/linux/virtio_net.h)
+GSO_NONE, GSO_TCPV4, GSO_UDP, GSO_TCPV6, GSO_UDP_L4, GSO_ECN = 0, 1, 3, 4, 5, 0x80
 
 NAT, DR, TUN, FULLNAT = range(4)
 IN, OUT = 0, 1
 PUNT_NAMES = (
     "not_ipv4", "malformed", "ip_options", "fragment", "protocol", "no_flow", "not_fast",
-    "expired", "tcp_flags", "ttl", "mtu", "toa", "headroom", "interface",
+    "expired", "tcp_flags", "ttl", "mtu", "toa", "headroom", "interface", "gso",
 )
 (P_NOT_IPV4, P_MALFORMED, P_IP_OPTIONS, P_FRAGMENT, P_PROTO, P_NO_FLOW, P_NOT_FAST, P_EXPIRED,
- P_TCP_FLAGS, P_TTL, P_MTU, P_TOA, P_HEADROOM, P_IFACE) = range(len(PUNT_NAMES))
+ P_TCP_FLAGS, P_TTL, P_MTU, P_TOA, P_HEADROOM, P_IFACE, P_GSO) = range(len(PUNT_NAMES))
+_PARTIAL = 2  # _patch_l4's third kind of checksum, after TCP (False) and UDP (True)
 
 _u16 = struct.Struct("!H")
 
@@ -107,12 +113,12 @@ class FlowTable:
         return (sys.getsizeof(self._e) + sys.getsizeof(self._index) + len(self._e) * (
             sys.getsizeof(_Entry()) + 19 * 8) + len(self._index) * 100)
 
-    def set_interface(self, index: int, mac, addr, mtu: int) -> None:
+    def set_interface(self, index: int, mac, addr, mtu: int, offload: bool = False) -> None:
         if not 0 <= index < MAX_INTERFACES:
             raise ValueError(f"interface index must be 0..{MAX_INTERFACES - 1}")
         if not 1 <= mtu <= 65535:
             raise ValueError("mtu must be 1..65535")
-        self._ifaces[index] = (_mac(mac), _addr(addr), int(mtu))
+        self._ifaces[index] = (_mac(mac), _addr(addr), int(mtu), bool(offload))
 
     def set_timeouts(self, tcp: float, udp: float) -> None:
         self._tcp_timeout = float(tcp)
@@ -229,15 +235,8 @@ class FlowTable:
         return self._process(buf, desc, n, ifindex, now, stop=False)
 
     def process_until_punt(self, buf, desc, n: int, ifindex: int, now: float) -> int:
-        """Like :meth:`process`, but complete every partial checksum first and stop right after the first
-        punt; returns how many descriptors were consumed (the last one is the punt, if any)."""
-        self._check_buffers(buf, desc, n)
-        for i in range(n):
-            off, ln, verdict, flags_in = DESC.unpack_from(desc, i * DESC_SIZE)
-            if flags_in & IN_CSUM_PARTIAL:
-                if off <= len(buf) and ln <= len(buf) - off:
-                    complete_checksum(memoryview(buf)[off:off + ln])
-                DESC.pack_into(desc, i * DESC_SIZE, off, ln, verdict, flags_in & ~IN_CSUM_PARTIAL)
+        """Like :meth:`process`, but stop right after the first punt; returns how many descriptors were
+        consumed (the last one is the punt, if any)."""
         return self._process(buf, desc, n, ifindex, now, stop=True)
 
     @staticmethod
@@ -255,30 +254,26 @@ class FlowTable:
         punts = 0
         ok_if = ifindex in self._ifaces
         for i in range(n):
-            off, ln, _, flags_in = DESC.unpack_from(desc, i * DESC_SIZE)
+            off, ln, _, _, gso_size, gso_type, flags = DESC.unpack_from(desc, i * DESC_SIZE)
             if ok_if:
-                r, off, ln, egress = self._one(buf, off, ln, flags_in, ifindex, now)
+                r, off, ln, egress, flags = self._one(buf, off, ln, flags, gso_type, gso_size, ifindex, now)
             else:
-                if flags_in & IN_CSUM_PARTIAL and off <= len(buf) and ln <= len(buf) - off:
-                    complete_checksum(memoryview(buf)[off:off + ln])  # the slow path gets a whole checksum
                 r, egress = P_IFACE, -1
             if r < 0:
-                DESC.pack_into(desc, i * DESC_SIZE, off, ln, egress, 0)
+                DESC.pack_into(desc, i * DESC_SIZE, off, ln, egress, 0, gso_size, gso_type, flags)
                 self._forwarded += 1
             else:
-                DESC.pack_into(desc, i * DESC_SIZE, off, ln, -1, r)
+                DESC.pack_into(desc, i * DESC_SIZE, off, ln, -1, r, gso_size, gso_type, flags)
                 self._punts[r] += 1
                 punts += 1
                 if stop:
                     return i + 1
         return n if stop else punts
 
-    def _one(self, buf, off: int, ln: int, flags_in: int, ifindex: int, now: float):
-        punt = (lambda r: (r, off, ln, -1))
+    def _one(self, buf, off: int, ln: int, flags: int, gso_type: int, gso_size: int, ifindex: int, now: float):
+        punt = (lambda r: (r, off, ln, -1, flags))
         if off > len(buf) or ln > len(buf) - off:
             return punt(P_MALFORMED)
-        if flags_in & IN_CSUM_PARTIAL:
-            complete_checksum(memoryview(buf)[off:off + ln])
         in_mac = self._ifaces[ifindex][0]
         if ln < 14 or buf[off:off + 6] != in_mac or buf[off + 12:off + 14] != b"\x08\x00":
             return punt(P_NOT_IPV4)
@@ -298,24 +293,32 @@ class FlowTable:
         l4len = total - 20
         udp = proto == 17
         pseudo = csum_partial(bytes(buf[ip + 12:ip + 20])) + proto + l4len
-        flags = doff = 0
+        # Not summed again where the kernel checked it, or where it is still to be computed (partial).
+        trusted = bool(flags & (CSUM_PARTIAL | CSUM_VALID))
+        tflags = doff = 0
         if proto == 6:
             if l4len < 20:
                 return punt(P_MALFORMED)
             doff = (buf[l4 + 12] >> 4) * 4
-            if doff < 20 or doff > l4len or csum_fold(csum_partial(bytes(buf[l4:l4 + l4len]), pseudo)) != 0:
+            if doff < 20 or doff > l4len or (
+                    not trusted and csum_fold(csum_partial(bytes(buf[l4:l4 + l4len]), pseudo)) != 0):
                 return punt(P_MALFORMED)
-            flags = buf[l4 + 13]
+            tflags = buf[l4 + 13]
             csum = l4 + 16
         elif udp:
             if l4len < 8 or _u16.unpack_from(buf, l4 + 4)[0] != l4len:
                 return punt(P_MALFORMED)
-            if (_u16.unpack_from(buf, l4 + 6)[0] != 0
+            if (not trusted and _u16.unpack_from(buf, l4 + 6)[0] != 0
                     and csum_fold(csum_partial(bytes(buf[l4:l4 + l4len]), pseudo)) != 0):
                 return punt(P_MALFORMED)
             csum = l4 + 6
         else:
             return punt(P_PROTO)
+        if gso_type:  # passes whole only as TCP or USO over IPv4 with a partial checksum
+            g = gso_type & ~GSO_ECN
+            if not flags & CSUM_PARTIAL or not gso_size or not (
+                    (g == GSO_TCPV4 and proto == 6) or (g == GSO_UDP_L4 and udp)):
+                return punt(P_GSO)
         sport, dport = struct.unpack_from("!HH", buf, l4)
         link = self._index.get((proto, bytes(buf[ip + 12:ip + 16]), sport, bytes(buf[ip + 16:ip + 20]), dport), -1)
         if link < 0:
@@ -326,7 +329,7 @@ class FlowTable:
             return punt(P_NOT_FAST)
         if e.expires <= now:
             return punt(P_EXPIRED)
-        if proto == 6 and (flags & 0x07 or not flags & 0x10):
+        if proto == 6 and (tflags & 0x07 or not tflags & 0x10):
             return punt(P_TCP_FLAGS)
         routed = e.mode != DR
         egress = e.out_if if d == IN else e.in_if
@@ -336,7 +339,10 @@ class FlowTable:
         if routed and buf[ip + 8] <= 1:
             return punt(P_TTL)
         encap = d == IN and e.mode == TUN
-        if total + (20 if encap else 0) > min(out[2], 65535):
+        if gso_type and (not out[3] or encap):
+            return punt(P_GSO)  # no virtio-net header on that port, or no GSO type for IP-in-IP
+        wire = min(total, 20 + (doff if proto == 6 else 8) + gso_size) if gso_type else total
+        if wire + (20 if encap else 0) > min(out[2], 65535):
             return punt(P_MTU)
         if d == IN and e.mode == FULLNAT and proto == 6 and e.toa_kind and _has_option(
                 buf, l4 + 20, l4 + doff, e.toa_kind):
@@ -344,7 +350,12 @@ class FlowTable:
         if encap and off < 20:
             return punt(P_HEADROOM)
 
-        # Decided: forward.
+        # Decided: forward.  A partial checksum stays so where the egress takes it; elsewhere it is finished.
+        if flags & CSUM_PARTIAL and (not out[3] or encap):
+            complete_checksum(memoryview(buf)[off:off + 14 + total])
+            flags &= ~CSUM_PARTIAL
+        if flags & CSUM_PARTIAL:
+            udp = _PARTIAL
         e.expires = now + (self._tcp_timeout if proto == 6 else self._udp_timeout)
         c = self._dests.setdefault(e.dest_id if e.dest_id < self._ndests else 0, [0, 0, 0, 0])
         if d == IN:
@@ -383,7 +394,7 @@ class FlowTable:
             ln += 20
         buf[off:off + 6] = e.rs_mac if d == IN else e.client_mac
         buf[off + 6:off + 12] = out[0]
-        return -1, off, ln, egress
+        return -1, off, ln, egress, flags
 
 
 def _address(mv: memoryview) -> int:
@@ -397,8 +408,11 @@ def _overlap(bv: memoryview, dv: memoryview, dlen: int) -> bool:
     return d < b + len(bv.cast("B")) and b < d + dlen
 
 
-def _patch_l4(buf, csum: int, udp: bool, old: bytes, new: bytes) -> None:
+def _patch_l4(buf, csum: int, udp, old: bytes, new: bytes) -> None:
     c = _u16.unpack_from(buf, csum)[0]
+    if udp == _PARTIAL:  # holds the pseudo-header sum itself: it moves the other way (inet_proto_csum_replace4)
+        _u16.pack_into(buf, csum, ~csum_replace_bytes(~c & 0xFFFF, old, new) & 0xFFFF)
+        return
     if udp and c == 0:
         return
     c = csum_replace_bytes(c, old, new)
@@ -423,7 +437,8 @@ def _set_port(buf, at: int, csum: int, udp: bool, value: int) -> None:
     if old == new:
         return
     buf[at:at + 2] = new
-    _patch_l4(buf, csum, udp, old, new)
+    if udp != _PARTIAL:  # not in the pseudo header: a partial checksum is finished over the new port anyway
+        _patch_l4(buf, csum, udp, old, new)
 
 
 def _has_option(buf, i: int, end: int, kind: int) -> bool:

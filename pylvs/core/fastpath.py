@@ -44,9 +44,10 @@ class FastPath:
         # Counter slots: 0 is "none"; every slot exists from the start (32 bytes each, zero pages until
         # used) so servers added at run time get one too.  Beyond them, a server's flows stay slow.
         self.table = native.FlowTable(min(capacity, MAX_FAST_FLOWS), dests=DEST_SLOTS)
-        for i, name in enumerate(self.ifnames):
-            ifc = director.ifaces[name]
-            self.table.set_interface(i, ifc.mac, v4[name], min(ifc.mtu, 65535))
+        self._v4 = v4
+        self._director = director
+        for name in self.ifnames:
+            self.set_offload(name, False)
         #: servers with a counter slot, by slot; slots of forgotten servers are reused (zeroed first)
         self.dests: dict[int, Dest] = {}
         self._free: list[int] = []
@@ -57,6 +58,15 @@ class FastPath:
         self.set_timeouts(director.timeouts)
         self.conns: dict[int, Conn] = {}
         self.inserts_failed = 0
+
+    def set_offload(self, name: str, offload: bool) -> None:
+        """Does ``name``'s port take virtio-net headers?  Then GSO super-frames and partial checksums are
+        forwarded to it whole (the live runner says so for each port); otherwise they are finished or cut up
+        first."""
+        i = self.ifindex.get(name)
+        if i is not None:
+            ifc = self._director.ifaces[name]
+            self.table.set_interface(i, ifc.mac, self._v4[name], min(ifc.mtu, 65535), offload)
 
     def register(self, svc, d: Dest) -> None:
         """Give a server a counter slot (once: a server keeps its slot for the life of the process)."""

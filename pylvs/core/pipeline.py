@@ -19,6 +19,7 @@ from typing import NamedTuple
 from pylvs.core.arp import ARP_REQUEST, parse_arp, reply_frame, request_frame
 from pylvs.core.conntable import IN, OUT, Conn, ConnTable
 from pylvs.core.fastpath import DESC, FastPath
+from pylvs.core.offload import punted_frames
 from pylvs.core.icmp import (
     ICMP_DEST_UNREACH, ICMP_EXC_TTL, ICMP_FRAG_NEEDED, ICMP_TIME_EXCEEDED,
     echo_reply_frame, error_frame, fix_icmp_checksum, may_send_error_about,
@@ -176,15 +177,19 @@ class Director:
             # Up to and including the next punt, so each punted frame is handled before the frames after it
             # are looked at: a FIN, an RST or an ARP reply changes what they should get.
             i += process(buf, dview[i * size:n * size], n - i, ifx, now)
-            off, ln, verdict, _ = DESC.unpack_from(desc, (i - 1) * size)
+            verdict, frames = punted_frames(buf, desc, i - 1, self)
             if verdict >= 0:
                 continue
-            try:
-                out.append((i - 1, self.handle(bytearray(buf[off:off + ln]), interface, now)))
-            except Exception as e:  # the core must never raise; one bad frame never costs the batch
-                self.drops["internal_error"] += 1
-                self.last_internal_error = e
-                out.append((i - 1, [Drop("internal_error")]))
+            # A punted GSO super-frame arrives here cut into wire-sized segments (pylvs/core/offload.py).
+            acts: list[Action] = []
+            for f in frames:
+                try:
+                    acts += self.handle(f, interface, now)
+                except Exception as e:  # the core must never raise; one bad frame never costs the batch
+                    self.drops["internal_error"] += 1
+                    self.last_internal_error = e
+                    acts.append(Drop("internal_error"))
+            out.append((i - 1, acts))
         return out
 
     def tick(self, now: float) -> list[Action]:

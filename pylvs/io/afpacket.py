@@ -5,13 +5,18 @@ The details a naive forwarder gets wrong, and what this does about them:
 - **Its own frames.**  An ETH_P_ALL socket also sees what the host transmits (PACKET_OUTGOING), including
   what pylvs itself just sent.  PACKET_IGNORE_OUTGOING (Linux 4.20) stops them in the kernel; the BPF
   filter rejects them too (older kernels), and the receive path checks ``sll_pkttype`` as a last line.
-- **Partial checksums.**  With checksum offload (veth, virtio, most NICs on locally generated traffic) the
-  kernel hands over frames whose TCP/UDP checksum field holds only the pseudo-header sum: the
-  ``tpacket_auxdata`` of the frame carries TP_STATUS_CSUMNOTREADY.  Forwarding such a frame as it is
-  would put a wrong checksum on the wire, and the core's incremental updates (RFC 1624) would keep it
-  wrong.  So the checksum is completed, in full, before the core looks at the frame (counted as
-  ``csum_completed``): by the fast path (the descriptor's IN_CSUM_PARTIAL flag), or by ``Batch.frames``
-  for ``recv_batch``.
+- **Offloads: GSO super-frames and partial checksums** (``offload``, on unless ``pylvs run --no-offload``).
+  A veth, virtio or any NIC doing TSO/GRO hands the host frames of up to 64 KB that stand for many
+  wire-sized segments, with a TCP/UDP checksum field holding only the pseudo-header sum (CHECKSUM_PARTIAL).
+  With PACKET_VNET_HDR every frame comes with a virtio-net header saying so (gso_type, gso_size,
+  csum_start/offset): the fast path rewrites the super-frame once, keeping the partial checksum's
+  pseudo-header part right (addresses; ports are summed later), and sends it back with its header, for the
+  kernel (or the NIC) to segment and checksum — the batch and offload design, not Python, sets the ceiling.
+  Counted: ``rx_gso`` / ``tx_gso`` super-frames, ``rx_csum_partial``; a super-frame the fast path cannot
+  pass whole (the slow path, TUN) is cut up in software (the director's ``gso_segmented`` event).
+  Without offload, super-frames do not fit and are counted ``rx_oversize`` (``--host-setup`` turns GRO off),
+  and a partial checksum (TP_STATUS_CSUMNOTREADY in the ``tpacket_auxdata``) is finished before the frame
+  leaves: a wire needs a whole one.
 - **Many frames per system call.**  ``recv_into_batch`` takes up to a batch with one recvmmsg
   (``native.rx_afpacket``) straight into the buffer the fast path rewrites; the runner sends runs of
   forwarded frames with one sendmmsg each (``native.tx_run``).
@@ -35,7 +40,7 @@ from collections import Counter
 
 from pylvs import native
 from pylvs._pure.io import RX_COUNTERS
-from pylvs.core.batch import HEADROOM, Batch
+from pylvs.core.batch import GSO_ROOM, HEADROOM, Batch
 from pylvs.io import bpf
 from pylvs.io.port import PortError
 
@@ -45,10 +50,12 @@ ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
 PACKET_AUXDATA = 8
+PACKET_VNET_HDR = 15
 PACKET_IGNORE_OUTGOING = 23
 PACKET_STATISTICS = 6
 _TP_STATS = struct.Struct("II")  # struct tpacket_stats: tp_packets, tp_drops
 PACKET_MR_PROMISC = 1
+_NO_VNET = bytes(10)  # a virtio-net header for a frame with a whole checksum and no GSO
 SIOCGIFMTU = 0x8921
 
 
@@ -57,8 +64,11 @@ class AfPacketPort:
 
     kind = "afpacket"
 
-    def __init__(self, name: str, sock: socket.socket, mac: bytes, mtu: int, promisc: bool) -> None:
+    def __init__(self, name: str, sock: socket.socket, mac: bytes, mtu: int, promisc: bool,
+                 offload: bool = False) -> None:
         self.name = name
+        #: frames come and go with a virtio-net header: GSO super-frames and partial checksums pass whole
+        self.offload = offload
         self.sock = sock
         self.mac = mac
         self.mtu = mtu
@@ -78,8 +88,9 @@ class AfPacketPort:
         return self._counters
 
     @classmethod
-    def open(cls, iface, *, rcvbuf: int = 32 << 20) -> "AfPacketPort":
-        """Open the socket on ``iface`` (a config Interface).  Not yet receiving: call :meth:`start`."""
+    def open(cls, iface, *, rcvbuf: int = 32 << 20, offload: bool = True) -> "AfPacketPort":
+        """Open the socket on ``iface`` (a config Interface).  Not yet receiving: call :meth:`start`.
+        ``offload``: ask for virtio-net headers (PACKET_VNET_HDR, Linux 3.13)."""
         try:
             # Protocol 0: the socket receives nothing until start() binds it to ETH_P_ALL, after the filter.
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
@@ -87,7 +98,7 @@ class AfPacketPort:
             raise PortError(f"interface {iface.name}: opening an AF_PACKET socket needs CAP_NET_RAW "
                             "(run as root or grant the capability)") from None
         try:
-            return cls._setup(iface, sock, rcvbuf)
+            return cls._setup(iface, sock, rcvbuf, offload)
         except PortError:
             sock.close()
             raise
@@ -100,7 +111,7 @@ class AfPacketPort:
             raise
 
     @classmethod
-    def _setup(cls, iface, sock: socket.socket, rcvbuf: int) -> "AfPacketPort":
+    def _setup(cls, iface, sock: socket.socket, rcvbuf: int, offload: bool) -> "AfPacketPort":
         sock.bind((iface.name, 0))
         dev_mac = sock.getsockname()[4]
         dev_mtu = struct.unpack_from("i", fcntl.ioctl(sock.fileno(), SIOCGIFMTU,
@@ -127,8 +138,15 @@ class AfPacketPort:
             sock.setsockopt(socket.SOL_SOCKET, 33, rcvbuf)  # SO_RCVBUFFORCE (root), beyond rmem_max
         except OSError:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if offload:
+            try:
+                sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+            except OSError as e:  # say so: without it, super-frames cannot be taken and GRO must be off
+                log.warning("%s: PACKET_VNET_HDR refused (%s): no offload passthrough, wire-sized frames only",
+                            iface.name, e.strerror or e)
+                offload = False
         sock.setblocking(False)
-        return cls(iface.name, sock, mac, mtu, promisc)
+        return cls(iface.name, sock, mac, mtu, promisc, offload)
 
     def start(self, dst_addrs, src_addrs, host_addrs=()) -> int:
         """Attach the filter for these addresses, then start receiving; returns the program length."""
@@ -146,22 +164,27 @@ class AfPacketPort:
     def fileno(self) -> int:
         return self.sock.fileno()
 
+    @property
+    def frame_room(self) -> int:
+        """Bytes a received frame may take: a whole GSO super-frame with offload, else the MTU and slack."""
+        return GSO_ROOM if self.offload else self.mtu + 14 + 4 + 64
+
     def recv_batch(self, max_frames: int) -> list[bytearray]:
-        """The frames of :meth:`recv_into_batch` as objects, partial checksums completed."""
-        batch = Batch(max(1, min(max_frames, 64)), self.mtu + 14 + 4 + 64)
+        """The frames of :meth:`recv_into_batch` as objects, as a wire would carry them (partial checksums
+        finished, super-frames segmented)."""
+        batch = Batch(max(1, min(max_frames, 64)), self.frame_room)
         self.recv_into_batch(batch, max_frames)
         return batch.frames()
 
     def recv_into_batch(self, batch, max_frames: int) -> int:
         """Up to a batch of frames straight into ``batch``'s slots, many per system call
         (``native.rx_afpacket``: recvmmsg in C, or its twin).  Our own transmissions (PACKET_OUTGOING),
-        frames longer than the MTU (a GRO/TSO super-frame; never forwarded cut short) and VLAN-tagged ones
-        (the kernel stripped the tag into the auxdata: forwarding them untagged would leak them across) are
-        counted and left out; a partial checksum is flagged (IN_CSUM_PARTIAL) for the fast path to
-        complete."""
-        room = min(batch.frame_room, self.mtu + 14 + 4 + 64)
+        frames that do not fit (a GRO/TSO super-frame without offload; never forwarded cut short) and
+        VLAN-tagged ones (the kernel stripped the tag into the auxdata: forwarding them untagged would leak
+        them across) are counted and left out; the descriptors carry the checksum state and GSO fields."""
+        room = min(batch.frame_room, self.frame_room)
         batch.n = native.rx_afpacket(self.sock.fileno(), batch.buf, batch.desc, min(max_frames, batch.size),
-                                     batch.stride, HEADROOM, room, self._rx)
+                                     batch.stride, HEADROOM, room, self.offload, self._rx)
         return batch.n
 
     def poll_kernel_stats(self) -> int:
@@ -179,7 +202,7 @@ class AfPacketPort:
 
     def send_many(self, frames) -> None:
         """Several frames, in order, with as few system calls as possible (``native.send_frames``)."""
-        sent, nbytes, errors = native.send_frames(self.sock.fileno(), frames)
+        sent, nbytes, errors = native.send_frames(self.sock.fileno(), frames, self.offload)
         c = self._counters
         c["tx_frames"] += sent
         c["tx_bytes"] += nbytes
@@ -188,7 +211,7 @@ class AfPacketPort:
 
     def send(self, frame) -> None:
         try:
-            self.sock.send(frame)
+            self.sock.sendmsg([_NO_VNET, frame] if self.offload else [frame])
         except OSError as e:  # ENOBUFS, ENETDOWN, EMSGSIZE...: count, never let it reach the loop
             self._counters["tx_errors"] += 1
             self._counters[f"tx_error_{e.errno}"] += 1

@@ -378,9 +378,10 @@ def kernel_addresses() -> dict[str, list[IPv4Interface]]:
 
 
 def plan(config, *, kernel_addrs: Mapping[str, Sequence[IPv4Interface]] | None = None,
-         table: int = 100, rule_priority: int = 1000) -> list[Step]:
+         table: int = 100, rule_priority: int = 1000, offload: bool = True) -> list[Step]:
     """The steps for ``config``.  ``kernel_addrs`` (interface -> addresses) defaults to this namespace's;
-    ``table`` and ``rule_priority`` are those of the NAT reply steering (tap)."""
+    ``table`` and ``rule_priority`` are those of the NAT reply steering (tap); ``offload``: the AF_PACKET
+    ports take GSO super-frames (virtio-net headers), so GRO may stay as it is."""
     taps = [i for i in config.interfaces if i.driver == "tap"]
     raws = [i for i in config.interfaces if i.driver == "afpacket"]
     if taps and raws:
@@ -402,8 +403,12 @@ def plan(config, *, kernel_addrs: Mapping[str, Sequence[IPv4Interface]] | None =
                                      f"answer for it too (remove it: `ip address del {a} dev {ifname}`)")
     if not raws:
         return _plan_tap(config, taps, kaddrs, vips, lips, nat_rips, table, rule_priority)
-    return [Offloads(i.name, {"gro": False, "lro": False}, why=f"{i.name}: no merged super-frames (larger "
-                     "than the MTU) on the AF_PACKET socket") for i in raws] + [
+    # LRO merges lose what segmenting again needs (the kernel turns it off on a forwarding device too); GRO's
+    # super-frames are fine where pylvs takes them whole (offload), and do not fit where it does not.
+    off = ({"lro": False}, "LRO merges cannot be segmented again") if offload else (
+        {"gro": False, "lro": False}, "no merged super-frames (larger than the MTU) on the AF_PACKET socket "
+        "without offload")
+    return [Offloads(i.name, off[0], why=f"{i.name}: {off[1]}") for i in raws] + [
         IpForward("0", why="the kernel must not also forward what pylvs forwards (this also sets every "
                   "interface's forwarding, undone with it)")]
 

@@ -30,15 +30,15 @@ class LiveError(Exception):
     """A clear, user-facing reason why live forwarding could not start."""
 
 
-def open_ports(cfg) -> dict:
+def open_ports(cfg, *, offload: bool = True) -> dict:
+    """One port per configured interface; ``offload``: AF_PACKET ports ask for virtio-net headers."""
     from pylvs.io.afpacket import AfPacketPort
     from pylvs.io.tap import TapPort
 
     ports: dict = {}
     try:
         for ic in cfg.interfaces:
-            opener = TapPort.open if ic.driver == "tap" else AfPacketPort.open
-            ports[ic.name] = opener(ic)
+            ports[ic.name] = TapPort.open(ic) if ic.driver == "tap" else AfPacketPort.open(ic, offload=offload)
     except PortError as e:
         for p in ports.values():
             p.close()
@@ -92,19 +92,19 @@ def _refilter(director, ports: dict, host: dict[str, set[bytes]]) -> None:
 
 def serve(cfg, *, host_setup: bool = False, stats_out: str | None = None,
           stop_after: float | None = None, mode_override: str | None = None,
-          ctl_socket: str | None = None, metrics: str | None = None) -> dict:
+          ctl_socket: str | None = None, metrics: str | None = None, offload: bool = True) -> dict:
     from pylvs.core.pipeline import Director
     from pylvs.io import hostsetup, loop
 
     prev = signal.signal(signal.SIGTERM, _exit_on_signal)
     applied = None
     try:
-        ports = open_ports(cfg)
+        ports = open_ports(cfg, offload=offload)
         try:
             director = Director(cfg, macs={n: p.mac for n, p in ports.items()})
             if host_setup:
                 try:
-                    applied = hostsetup.apply(hostsetup.plan(cfg))
+                    applied = hostsetup.apply(hostsetup.plan(cfg, offload=all(p.offload for p in ports.values())))
                 except hostsetup.HostSetupError as e:
                     raise LiveError(f"{cfg.file}: host setup: {e}") from None
             dst, src = bpf_addresses(director, cfg)

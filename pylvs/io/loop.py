@@ -63,9 +63,13 @@ class Runner:
         # per-index send counters native.tx_run keeps (folded into the ports' counters by summary()).
         names = director.fast.ifnames
         self._fds = array.array("i", [ports[n].fileno() if n in ports else -1 for n in names] or [-1])
+        # Which of them take virtio-net headers: GSO super-frames and partial checksums go out whole there.
+        self._vnet = bytes(bool(n in ports and ports[n].offload) for n in names) or b"\0"
+        for n in names:
+            director.fast.set_offload(n, n in ports and ports[n].offload)
         self._tx = array.array("Q", bytes(8 * len(TX_COUNTERS) * len(self._fds)))
-        # One batch buffer per port: the fast path's input.
-        self._batches = {p.name: Batch(batch, p.mtu + 14 + 4 + 64) for p in ports.values()}
+        # One batch buffer per port: the fast path's input (64 KB slots where super-frames arrive).
+        self._batches = {p.name: Batch(batch, p.frame_room) for p in ports.values()}
 
     # One batch from one port.  Called by the loop when the fd is readable.
     def _readable(self, port) -> None:
@@ -97,7 +101,7 @@ class Runner:
             if i not in actions:  # forwarded by the fast path: send the run that starts here
                 if pending:
                     self._flush(pending)
-                j = tx_run(self._fds, batch.buf, batch.desc, i, n, self._tx)
+                j = tx_run(self._fds, self._vnet, batch.buf, batch.desc, i, n, self._tx)
                 i = j if j > i else i + 1  # never stall on a descriptor nobody accounted for
                 continue
             for a in actions[i]:

@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 
 __all__ = ["PortError", "Port", "COUNTERS"]
 
-#: Counter names every port maintains (others, like ``tx_error_<errno>`` or ``csum_completed``, may appear).
+#: Counter names every port maintains (others, like ``tx_error_<errno>``, ``rx_gso`` or ``rx_csum_partial``, may appear).
 COUNTERS = ("rx_frames", "rx_bytes", "tx_frames", "tx_bytes", "tx_errors", "rx_errors")
 
 
@@ -38,6 +38,10 @@ class Port(Protocol):
     mtu: int
     #: "afpacket" | "tap"
     kind: str
+    #: frames come and go with a virtio-net header (GSO super-frames, partial checksums pass whole)
+    offload: bool
+    #: bytes one received frame may take (a batch's slots must hold that much)
+    frame_room: int
     #: rx_frames, rx_bytes, tx_frames, tx_bytes, tx_errors, rx_errors, ...
     counters: collections.Counter
 
@@ -46,8 +50,8 @@ class Port(Protocol):
         ...
 
     def recv_into_batch(self, batch, max_frames: int) -> int:
-        """Fill a pylvs.core.batch.Batch (buffer and descriptors, IN_CSUM_PARTIAL where a checksum is
-        partial) with up to ``max_frames`` frames; returns how many, 0 when nothing is pending (never
+        """Fill a pylvs.core.batch.Batch (buffer and descriptors with the checksum state and GSO fields)
+        with up to ``max_frames`` frames; returns how many, 0 when nothing is pending (never
         blocks).  The fast path works on that buffer in place, and the runner sends forwarded frames from
         it with native.tx_run on ``fileno()`` (sendmmsg, or write() for a TAP device)."""
         ...

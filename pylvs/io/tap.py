@@ -54,6 +54,9 @@ class TapPort:
         self.counters: Counter[str] = Counter()
         self._bufsize = mtu + _SLACK
         self._closed = False
+        #: no virtio-net headers (IFF_VNET_HDR) on the TAP yet: the kernel segments before handing frames over
+        self.offload = False
+        self.frame_room = self._bufsize
 
     @classmethod
     def open(cls, iface) -> "TapPort":

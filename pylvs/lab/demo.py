@@ -130,7 +130,7 @@ def _table(mode: str, http: dict, udp: dict, bulk: dict, stats: dict, requests: 
     ports = stats.get("ports") or {}
     for pname, c in ports.items():
         lines.append(f"  port {pname}: rx {c.get('rx_frames', 0)} tx {c.get('tx_frames', 0)} "
-                     f"csum completed {c.get('csum_completed', 0)} tx errors {c.get('tx_errors', 0)}")
+                     f"GSO in/out {c.get('rx_gso', 0)}/{c.get('tx_gso', 0)} tx errors {c.get('tx_errors', 0)}")
     if http.get("errors"):
         lines.append(f"  HTTP errors: {http['errors']}")
     return "\n".join(lines)

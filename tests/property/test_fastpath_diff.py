@@ -9,7 +9,7 @@ through both and compares everything observable:
   ``expire``) and the same random batches through ``process``.  The frames are built so that many of them hit
   a flow in the table, in either direction, with everything the fast path looks at varied (TCP flags, TTL
   incl. 0/1, sizes around the egress MTU, TCP options incl. the TOA kind, UDP checksum 0, IP options,
-  fragments, headroom before the frame, Ethernet padding, checksum-offload frames with IN_CSUM_PARTIAL),
+  fragments, headroom before the frame, Ethernet padding, checksum-offload frames with CSUM_PARTIAL or CSUM_VALID),
   plus mutated and garbage frames, in batches of up to 70 (the C core works in groups of 32).  Frames lie
   in the buffer in descriptor order without overlapping, as pylvs.core.batch lays them out;
 * the fast path's edges one by one (MTU and TTL boundaries, headroom, TOA, flags, UDP checksum 0/0xFFFF...);
@@ -36,7 +36,7 @@ if not native.available():
                 "nothing to compare the pure twins with", allow_module_level=True)
 
 from native_diff_helpers import (  # noqa: E402
-    ADDRS, ANY_FRAME, DESC, DR, FULLNAT, IFACE_IDS, IN, IN_CSUM_PARTIAL, MACS, MODE_NAMES, NAT, OUT, REASONS,
+    ADDRS, ANY_FRAME, CSUM_PARTIAL, CSUM_VALID, DESC, DR, FULLNAT, IFACE_IDS, IN, MACS, MODE_NAMES, NAT, OUT, REASONS,
     TABLE_SETTINGS, TOA_KINDS, TUN, Oracle, Twin, _u16, addrs_st, build_frame, chance, draw_frame, macs_st, mtus_st,
     ports_st, ref_sum, verify_forwarded,
 )
@@ -157,7 +157,7 @@ def test_flowtable_differential(d):
         nframes = d.draw(st.integers(0, 12), label="frames") if chance(d, 9) else \
             d.draw(st.integers(30, 70), label="frames")
         for _ in range(nframes):
-            flags = d.draw(st.sampled_from([0, 0, IN_CSUM_PARTIAL, 0xFFFF]), label="desc flags")
+            flags = d.draw(st.sampled_from([0, 0, CSUM_PARTIAL, CSUM_VALID, 0xFF]), label="desc flags")
             kind = d.draw(st.sampled_from(["in", "in", "out", "out", "miss", "mutated", "garbage", "testing"]),
                           label="kind")
             if kind in ("in", "out", "mutated") and entries:
@@ -200,7 +200,8 @@ def test_flowtable_differential(d):
         buf += d.draw(st.binary(max_size=4))
         desc = bytearray()
         for off, ln, flags in descs:
-            desc += DESC.pack(off, ln, d.draw(st.integers(-32768, 32767)), flags)  # verdict: ignored on input
+            desc += DESC.pack(off, ln, d.draw(st.integers(-32768, 32767)), d.draw(st.integers(0, 0xFFFF)), 0, 0,
+                              flags)  # verdict and reason: ignored on input
         n = len(descs) if chance(d, 9) else d.draw(st.integers(0, len(descs)), label="n")
         now += d.draw(st.sampled_from([0.0, 0.5, 5.0, 100.0]), label="time step")
         note(f"batch: ifindex={ifindex} now={now} n={n} descs={descs} buf={bytes(buf).hex()}")
@@ -235,18 +236,18 @@ def test_flowtable_differential(d):
             assert list(tw.c.dest_counters(i)) == oracle.counters[i]
         assert {s: e["expires"] for s, e in after.items()} == {s: e["expires"] for s, e in oracle.entries.items()}
         assert len(buf_c) == len(orig)
-        for _, _, verdict, reason in descs_of(desc_c)[:n]:
+        for _, _, verdict, reason, *_ in descs_of(desc_c)[:n]:
             event(f"punt {REASONS[reason]}" if verdict < 0 else "forwarded")
-        for _, _, _, _, mode, direction, udp_in in oracle.checks:
+        for _, _, _, _, mode, direction, udp_in, _ in oracle.checks:
             event(f"forwarded {MODE_NAMES[mode]} {'in' if direction == IN else 'out'}"
                   f"{' udp' if udp_in >= 0 else ''}{' udp-csum-0' if udp_in == 0 else ''}")
 
         # ---- every forwarded frame is valid on the wire, checked in the C output (unless a later forward wrote
         # over it: a TUN header in too little headroom)
-        for k, (_, off, ln, ttl_in, mode, direction, udp_in) in enumerate(oracle.checks):
+        for k, (_, off, ln, ttl_in, mode, direction, udp_in, l4_ok) in enumerate(oracle.checks):
             if any(o < off + ln and off < o + n_ for _, o, n_, *_ in oracle.checks[k + 1:]):
                 continue
-            verify_forwarded(buf_c, off, ln, ttl_in, mode, direction, udp_in)
+            verify_forwarded(buf_c, off, ln, ttl_in, mode, direction, udp_in, l4_ok)
 
         # ---- the expiry sweep
         tw.call("expire", now + d.draw(st.sampled_from([0.0, 1.0, 400.0, 1e7]), label="sweep at"),
@@ -289,7 +290,7 @@ def run_case(mode: int, direction: int, proto: int = 6, *, mtu: int = 1500, head
             frame = build_frame(MACS[2], MACS[3], proto, RS, dport, laddr, lport, payload=payload, **frame_kw)
     frame = bytes(frame) + pad
     buf = bytearray(headroom) + frame + bytes(3)
-    desc = bytearray(DESC.pack(headroom, len(frame), 0, flags_in))
+    desc = bytearray(DESC.pack(headroom, len(frame), 0, 0, 0, 0, flags_in))
     ifindex = 0 if direction == IN else 1
     oracle = Oracle(tw, ifaces, (900.0, 300.0), tw.slots())
     exp_buf, exp_desc = bytearray(buf), bytearray(desc)
@@ -302,7 +303,7 @@ def run_case(mode: int, direction: int, proto: int = 6, *, mtu: int = 1500, head
     assert results[0] == results[1], "C and pure differ"
     assert results[0] == (bytes(exp_buf), bytes(exp_desc)), "the implementations differ from the reference"
     tw.compare_all()
-    off, ln, verdict, reason = DESC.unpack(results[0][1])
+    off, ln, verdict, reason = DESC.unpack(results[0][1])[:4]
     out = results[0][0][off:off + ln]
     if verdict >= 0:
         verify_forwarded(out, 0, ln, bytes(buf)[headroom + 22], mode, direction,
@@ -377,10 +378,13 @@ def test_fastpath_forwards_every_mode(mode, direction, proto):
     # Ethernet padding is trimmed
     (NAT, IN, {"pad": bytes(6)}, None),
     (TUN, IN, {"pad": b"\xff" * 9}, None),
-    # checksum offload: a partial checksum is completed first (and is bad without the flag)
-    (NAT, IN, {"partial": True, "flags_in": IN_CSUM_PARTIAL}, None),
+    # checksum offload: a partial checksum is finished on the way out (and is bad without the flag); one the
+    # kernel says it checked is not summed again
+    (NAT, IN, {"partial": True, "flags_in": CSUM_PARTIAL}, None),
+    (FULLNAT, OUT, {"partial": True, "flags_in": CSUM_PARTIAL}, None),
     (NAT, IN, {"partial": True}, "malformed"),
-    (NAT, IN, {"flags_in": IN_CSUM_PARTIAL | 0xFFF0}, None),
+    (NAT, IN, {"flags_in": CSUM_PARTIAL | 0xF0}, None),
+    (NAT, IN, {"flags_in": CSUM_VALID}, None),
 ])
 def test_fastpath_edges(mode, direction, kw, expect):
     (verdict, reason), out = run_case(mode, direction, 6, **kw)
@@ -441,7 +445,7 @@ def _lay_out(frames_, partial_flags):
     buf, desc, off = bytearray(), bytearray(), 0
     for f, p in zip(frames_, partial_flags):
         buf += bytes(64) + f
-        desc += DESC.pack(off + 64, len(f), 0, IN_CSUM_PARTIAL if p else 0)
+        desc += DESC.pack(off + 64, len(f), 0, 0, 0, 0, CSUM_PARTIAL if p else 0)
         off += 64 + len(f)
     return buf, desc
 
@@ -472,9 +476,5 @@ def test_process_until_punt_is_one_at_a_time(fs, data):
     buf, desc = _lay_out(fs, flags)
     for j in range(len(fs)):
         d = memoryview(desc)[j * DESC.size:(j + 1) * DESC.size]
-        off, ln, v, fl = DESC.unpack_from(d)
-        if fl & IN_CSUM_PARTIAL:  # until_punt completes every partial checksum first
-            PC.complete_checksum(memoryview(buf)[off:off + ln])
-            DESC.pack_into(d, 0, off, ln, v, 0)
         t.process(buf, d, 1, 0, 5.0)
     assert (bytes(buf), bytes(desc), t.stats()) == results[1][:3]

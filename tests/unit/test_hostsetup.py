@@ -74,8 +74,8 @@ TAP_FULLNAT_RECIPE = [
     "sysctl -w net.ipv4.ip_forward=1",
 ]
 AFPACKET_RECIPE = [
-    "ethtool -K eth0 gro off lro off",
-    "ethtool -K eth1 gro off lro off",
+    "ethtool -K eth0 lro off",
+    "ethtool -K eth1 lro off",
     "sysctl -w net.ipv4.ip_forward=0",
 ]
 
@@ -94,6 +94,15 @@ def test_describe_examples(name, recipe):
     lines = text.splitlines()[1:]
     assert [ln.startswith("# ") for ln in lines] == [True, False] * len(recipe)
     assert [s.describe() for s in hostsetup.plan(cfg, kernel_addrs=kernel)] == recipe
+
+
+def test_plan_without_offload_turns_gro_off():
+    """Without virtio-net headers a GRO super-frame does not fit the AF_PACKET slot: GRO goes off too."""
+    cfg = load_config(EX / "nat.toml")
+    steps = hostsetup.plan(cfg, kernel_addrs={"lo": LAB_KERNEL["lo"]}, offload=False)
+    assert [s.describe() for s in steps] == [
+        "ethtool -K eth0 gro off lro off", "ethtool -K eth1 gro off lro off", "sysctl -w net.ipv4.ip_forward=0"]
+    assert "without offload" in steps[0].why
 
 
 def test_plan_table_and_priority_configurable():
