@@ -48,9 +48,11 @@ idle timeout is 300 s, longer than the run), then bulk and 64-byte figures are t
 empty-table ones, in the same pylvs process.  The fill is bounded in time; if it cannot reach N, the output
 says how far it got and why.
 
-Traffic sources (client, servers, router) have TSO/GSO/GRO off (the lab's default: pylvs forwards wire-sized
-frames, see README "Running it live"); the director's interfaces keep the kernel's defaults for nft and HAProxy
-and pylvs's --host-setup switches GRO/LRO off on them.  Every load is bounded in time and count.
+Offloads: every veth keeps the kernel's defaults (TSO/GSO on the traffic sources, so a veth hands its peer
+whole 64 KB super-frames, as on any VM or container host): the kernel's DNAT forwards them whole, HAProxy
+receives them whole, and pylvs takes them whole with PACKET_VNET_HDR and hands them back whole (its
+--host-setup only turns LRO off).  ``--no-offloads`` turns TSO/GSO/GRO off on the traffic sources instead (the
+lab's default: wire-sized frames everywhere).  Every load is bounded in time and count.
 
 Targets (from the issue; report only, exit 0 when the measurements ran): bulk TCP through FULLNAT and NAT
 >= 0.6x nft DNAT and >= 1.0x HAProxy; new connections/s >= 0.9x nft; 64-byte delivered rate >= 0.8x nft;
@@ -100,6 +102,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--pps", type=int, default=400_000,
                     help="paced 64-byte rate (default 400000: what one trafgen CPU sustains here in every setup)")
     ap.add_argument("--latency-rate", type=int, default=300, help="requests/s of the latency run (default 300)")
+    ap.add_argument("--no-offloads", action="store_true",
+                    help="TSO/GSO/GRO off on the traffic sources: wire-sized frames only, for every balancer")
     ap.add_argument("--only", action="append", choices=[k for k, _, _ in SYSTEMS],
                     help="run only these balancers (repeatable)")
     a = ap.parse_args(argv)
@@ -127,6 +131,9 @@ def main(argv: list[str]) -> int:
     if missing:
         notes.append(f"still missing after apt-get: {', '.join(missing)} (their figures will be n/a)")
     d = Durations(a.quick, a.pps, a.latency_rate)
+    d.offloads = not a.no_offloads
+    notes.append("offloads: " + ("kernel defaults on every veth (TSO/GSO super-frames from the sources)" if d.offloads
+                                 else "TSO/GSO/GRO off on the traffic sources (--no-offloads)"))
     max_conn = 1 << 20
     while max_conn < a.idle_flows + 262_144:
         max_conn <<= 1

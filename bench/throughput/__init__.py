@@ -50,6 +50,7 @@ class Durations:
         self.lat = 1.0 if quick else 4.0        # s
         self.fill_timeout = 60.0 if quick else 150.0
         self.settle = 0.5 if quick else 1.0
+        self.offloads = True                    # the kernel's TSO/GSO/GRO on the traffic sources
 
 
 def log(msg: str) -> None:

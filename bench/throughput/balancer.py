@@ -238,7 +238,7 @@ class Run:
     def execute(self) -> None:
         from pylvs.lab.netns import Lab
         t0 = time.monotonic()
-        with Lab(self.lab_mode, servers=2) as lab:
+        with Lab(self.lab_mode, servers=2, offloads=self.d.offloads) as lab:
             self.setup_servers(lab)
             self.start_lb(lab)
             stats = None

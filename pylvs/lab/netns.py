@@ -176,7 +176,8 @@ def _ns_pids(name: str) -> list[int]:
 
 
 class Lab:
-    def __init__(self, mode: str, driver: str = "afpacket", *, servers: int = 3, suffix: str | None = None):
+    def __init__(self, mode: str, driver: str = "afpacket", *, servers: int = 3, suffix: str | None = None,
+                 offloads: bool = False):
         if mode not in MODES:
             raise LabError(f"unknown mode {mode!r} (one of {', '.join(MODES)})")
         if driver not in ("afpacket", "tap"):
@@ -186,6 +187,8 @@ class Lab:
         if not 1 <= servers <= 9:  # addresses are 198.19.0.1N
             raise LabError("servers must be 1..9")
         self.mode, self.driver, self.servers = mode, driver, servers
+        #: keep the kernel's TSO/GSO/GRO on the traffic sources (whole super-frames reach the director)
+        self.offloads = offloads
         self.suffix = suffix or secrets.token_hex(3)
         short = {"sw": "sw", "client": "cl", "director": "dir", "gw": "gw"}
         self.ns = {role: f"pl-{s}-{self.suffix}" for role, s in short.items()}
@@ -302,7 +305,10 @@ class Lab:
 
     def _offloads(self) -> None:
         # A veth hands its peer whole TSO/GSO super-packets, which a wire never does: off on the
-        # traffic sources (client, servers, gateway) so the director sees wire-sized frames.
+        # traffic sources (client, servers, gateway) so the director sees wire-sized frames, unless the
+        # lab is asked for them (offloads=True: the kernel's defaults, what a VM or container host has).
+        if self.offloads:
+            return
         ends = [("client", "eth0"), ("gw", "eth0"), ("gw", "eth1")]
         ends += [(f"rs{n}", "eth0") for n in range(1, self.servers + 1)]
         for role, ifname in ends:
