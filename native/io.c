@@ -227,3 +227,65 @@ uint32_t pn_send_frames(int fd, const struct iovec *frames, uint32_t n, int vnet
     }
     return sent;
 }
+
+int pn_rx_tap(int fd, uint8_t *buf, size_t buflen, pn_desc *desc, uint32_t max, uint32_t stride, uint32_t headroom,
+              uint32_t room, int vnet, pn_rx_counters *c)
+{
+    if (max > PN_IO_MAX)
+        max = PN_IO_MAX;
+    if (stride == 0 || headroom + room > stride)
+        return -EINVAL;
+    if ((size_t)max * stride > buflen)
+        max = (uint32_t)(buflen / stride);
+    uint32_t hl = vnet ? PN_VNET_HDR_LEN : 0, n = 0;
+    uint8_t hdr[PN_VNET_HDR_LEN];
+    /* One read() is one frame on a TAP device (no recvmmsg): the loop is here, in C, so Python still runs
+     * once per batch.  Each frame goes to the next free slot; one refused leaves its slot for the next. */
+    for (uint32_t k = 0; k < max && n < max; k++) {
+        uint8_t *f = buf + (size_t)n * stride + headroom;
+        struct iovec iov[2] = {{hdr, PN_VNET_HDR_LEN}, {f, room}};
+        ssize_t r = readv(fd, vnet ? iov : iov + 1, vnet ? 2 : 1);
+        if (r < 0) {
+            if (errno == EINTR) {
+                k--;
+                continue;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                c->rx_errors++;
+            break;
+        }
+        uint32_t got = (uint32_t)r;
+        if (got < hl || got - hl >= room) {
+            /* Filled the whole slot: the frame may have been longer and cut (tun_put_user copies what fits). */
+            c->rx_oversize++;
+            continue;
+        }
+        uint32_t len = got - hl;
+        pn_desc *d = &desc[n];
+        if (vnet) {
+            pn_vnet_hdr h = {.flags = hdr[0], .gso_type = hdr[1]};
+            memcpy(&h.hdr_len, hdr + 2, 2);
+            memcpy(&h.gso_size, hdr + 4, 2);
+            memcpy(&h.csum_start, hdr + 6, 2);
+            memcpy(&h.csum_offset, hdr + 8, 2);
+            if (pn_vnet_to_desc(&h, f, len, d) < 0) {
+                c->rx_gso_bad++;
+                continue;
+            }
+        } else {
+            d->flags = 0; /* without IFF_VNET_HDR the kernel finishes checksums before handing frames over */
+            d->gso_type = PN_GSO_NONE;
+            d->gso_size = 0;
+        }
+        c->rx_csum_partial += (d->flags & PN_CSUM_PARTIAL) != 0;
+        c->rx_gso += d->gso_type != PN_GSO_NONE;
+        c->rx_frames++;
+        c->rx_bytes += len;
+        d->off = (uint32_t)((size_t)n * stride + headroom);
+        d->len = len;
+        d->verdict = -1;
+        d->reason = 0;
+        n++;
+    }
+    return (int)n;
+}

@@ -8,7 +8,9 @@
 #define RX_NCOUNTERS (sizeof(pn_rx_counters) / sizeof(uint64_t))
 #define TX_NCOUNTERS (sizeof(pn_tx_counters) / sizeof(uint64_t))
 
-static PyObject *py_rx_afpacket(PyObject *self, PyObject *args)
+typedef int (*rx_fn)(int, uint8_t *, size_t, pn_desc *, uint32_t, uint32_t, uint32_t, uint32_t, int, pn_rx_counters *);
+
+static PyObject *rx_common(PyObject *args, rx_fn rx)
 {
     int fd, vnet;
     Py_buffer buf, desc, ctr;
@@ -25,7 +27,7 @@ static PyObject *py_rx_afpacket(PyObject *self, PyObject *args)
     else {
         int n;
         Py_BEGIN_ALLOW_THREADS
-        n = pn_rx_afpacket(fd, buf.buf, (size_t)buf.len, desc.buf, max, stride, headroom, room, vnet, ctr.buf);
+        n = rx(fd, buf.buf, (size_t)buf.len, desc.buf, max, stride, headroom, room, vnet, ctr.buf);
         Py_END_ALLOW_THREADS
         r = PyLong_FromLong(n);
     }
@@ -34,6 +36,9 @@ static PyObject *py_rx_afpacket(PyObject *self, PyObject *args)
     PyBuffer_Release(&ctr);
     return r;
 }
+
+static PyObject *py_rx_afpacket(PyObject *self, PyObject *args) { return rx_common(args, pn_rx_afpacket); }
+static PyObject *py_rx_tap(PyObject *self, PyObject *args) { return rx_common(args, pn_rx_tap); }
 
 static PyObject *py_tx_run(PyObject *self, PyObject *args)
 {
@@ -200,6 +205,8 @@ static PyObject *py_gso_segment(PyObject *self, PyObject *args)
 PyMethodDef pn_io_methods[] = {
     {"rx_afpacket", py_rx_afpacket, METH_VARARGS,
      "rx_afpacket(fd, buf, desc, max, stride, headroom, room, vnet, counters) -> frames described in desc"},
+    {"rx_tap", py_rx_tap, METH_VARARGS,
+     "rx_tap(fd, buf, desc, max, stride, headroom, room, vnet, counters) -> frames described in desc (TAP)"},
     {"tx_run", py_tx_run, METH_VARARGS,
      "tx_run(fds, vnet, buf, desc, start, n, counters) -> index of the first punted frame (or n); the run is sent"},
     {"send_frames", py_send_frames, METH_VARARGS,

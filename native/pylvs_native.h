@@ -235,6 +235,10 @@ typedef struct {
  * Returns n. */
 int pn_rx_afpacket(int fd, uint8_t *buf, size_t buflen, pn_desc *desc, uint32_t max, uint32_t stride,
                    uint32_t headroom, uint32_t room, int vnet, pn_rx_counters *c);
+/* The same from a TAP device (IFF_VNET_HDR when vnet): one readv() per frame, in a loop in C; frames go to
+ * consecutive slots. */
+int pn_rx_tap(int fd, uint8_t *buf, size_t buflen, pn_desc *desc, uint32_t max, uint32_t stride, uint32_t headroom,
+              uint32_t room, int vnet, pn_rx_counters *c);
 /* Send desc[start..] up to the first punted frame (verdict < 0): consecutive frames to one egress go out in
  * one sendmmsg on fds[verdict], each behind a virtio-net header where vnet[verdict] (a TAP device: one
  * write each); per-egress counters in c[0..nfds).  Returns the index it stopped at. */

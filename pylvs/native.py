@@ -21,7 +21,8 @@ from pylvs._pure import siphash as _pure_siphash
 
 NAMES = ("checksum", "csum_partial", "csum_fold", "pseudo_header_sum", "csum_replace2", "csum_replace4",
          "csum_replace_bytes", "complete_checksum", "siphash13", "siphash24", "FlowTable", "DESC_SIZE", "ENTRY_SIZE",
-         "MAX_INTERFACES", "rx_afpacket", "tx_run", "send_frames", "vnet_to_desc", "desc_to_vnet", "gso_segment")
+         "MAX_INTERFACES", "rx_afpacket", "rx_tap", "tx_run", "send_frames", "vnet_to_desc", "desc_to_vnet",
+         "gso_segment")
 
 _PURE = {n: getattr(m, n)
          for m in (_pure_checksum, _pure_flowtable, _pure_siphash, _pure_io, _pure_offload) for n in NAMES

@@ -88,6 +88,50 @@ def rx_afpacket(fd: int, buf, desc, max_frames: int, stride: int, headroom: int,
     return n
 
 
+def rx_tap(fd: int, buf, desc, max_frames: int, stride: int, headroom: int, room: int, vnet: bool,
+           counters) -> int:
+    """One readv() per frame from a TAP device (IFF_VNET_HDR when ``vnet``), into consecutive slots."""
+    if len(desc) < min(max_frames, MAX_BATCH) * DESC.size:
+        raise ValueError("desc too small or misaligned")
+    if len(counters) < len(RX_COUNTERS):
+        raise ValueError(f"counters must be {len(RX_COUNTERS)} aligned uint64")
+    if stride == 0 or headroom + room > stride:
+        raise ValueError("headroom + room must fit in stride")
+    max_frames = min(max_frames, MAX_BATCH, len(buf) // stride)
+    view = memoryview(buf)
+    hl = VNET_HDR_LEN if vnet else 0
+    n = 0
+    for _ in range(max_frames):
+        at = n * stride + headroom
+        hdr = bytearray(VNET_HDR_LEN)
+        try:
+            got = os.readv(fd, [hdr, view[at:at + room]] if vnet else [view[at:at + room]])
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:
+            counters[RX_ERRORS] += 1
+            break
+        if got < hl or got - hl >= room:  # filled the slot: may have been cut short
+            counters[RX_OVERSIZE] += 1
+            continue
+        got -= hl
+        if vnet:
+            got_desc = vnet_to_desc(hdr, view[at:at + got])
+            if got_desc is None:
+                counters[RX_GSO_BAD] += 1
+                continue
+            dflags, gso_type, gso_size = got_desc
+        else:
+            dflags = gso_type = gso_size = 0
+        counters[RX_CSUM_PARTIAL] += bool(dflags & CSUM_PARTIAL)
+        counters[RX_GSO] += bool(gso_type)
+        counters[RX_FRAMES] += 1
+        counters[RX_BYTES] += got
+        DESC.pack_into(desc, n * DESC.size, at, got, -1, 0, gso_size, gso_type, dflags)
+        n += 1
+    return n
+
+
 def tx_run(fds, vnet, buf, desc, start: int, n: int, counters) -> int:
     nfds = len(fds)
     if len(desc) < n * DESC.size or start > n:

@@ -38,7 +38,7 @@ def open_ports(cfg, *, offload: bool = True) -> dict:
     ports: dict = {}
     try:
         for ic in cfg.interfaces:
-            ports[ic.name] = TapPort.open(ic) if ic.driver == "tap" else AfPacketPort.open(ic, offload=offload)
+            ports[ic.name] = (TapPort.open if ic.driver == "tap" else AfPacketPort.open)(ic, offload=offload)
     except PortError as e:
         for p in ports.values():
             p.close()

@@ -9,26 +9,34 @@ recipe (pylvs/io/hostsetup.py) routes the VIPs/LIPs into the TAP.  What this mod
   as a host on the other end of the virtual wire, needs its own.  If both were equal, the kernel would take
   pylvs's frames for its own echo and pylvs could not tell the kernel's ARP replies apart.
 - **No IPv6 noise.**  IPv6 is disabled on the device before it goes up (pylvs/io/tuntap.py).
-- **Frame boundaries.**  One read() is one Ethernet frame and one write() injects one.  A TAP has no
-  TSO/GSO features unless TUNSETOFFLOAD asks for them, so the kernel segments before handing frames over:
-  they fit the MTU.
+- **Frame boundaries.**  One read() is one Ethernet frame and one write() injects one; the loop over reads
+  runs in C (``native.rx_tap``), so Python still runs once per batch.
+- **Offloads** (``offload``, on unless ``pylvs run --no-offload``).  Created with IFF_VNET_HDR and
+  TUNSETOFFLOAD (checksum, TSO4, USO4 where the kernel has it), the device advertises TSO/checksum offload to
+  the kernel, which then hands over whole GSO super-frames with partial checksums, each behind a virtio-net
+  header, and takes them back the same way: as with AF_PACKET (pylvs/io/afpacket.py), the fast path rewrites
+  a super-frame once.  Without offload a TAP has no TSO/GSO features, so the kernel segments and finishes
+  checksums before handing frames over: they fit the MTU.
 """
 
 from __future__ import annotations
 
+import array
 import hashlib
 import logging
 import os
 from collections import Counter
 
 from pylvs import native
-from pylvs.core.batch import Batch
+from pylvs._pure.io import RX_COUNTERS
+from pylvs.core.batch import GSO_ROOM, HEADROOM, Batch
 from pylvs.io import tuntap
 from pylvs.io.port import PortError
 
 log = logging.getLogger("pylvs.tap")
 
 _SLACK = 14 + 4 + 64  # Ethernet header, one VLAN tag, margin: a read this long may have been cut short
+_NO_VNET = bytes(10)  # a virtio-net header for a frame with a whole checksum and no GSO
 
 
 def derived_mac(name: str) -> bytes:
@@ -43,7 +51,7 @@ class TapPort:
 
     kind = "tap"
 
-    def __init__(self, name: str, dev, mac: bytes, mtu: int, kernel_mac: bytes) -> None:
+    def __init__(self, name: str, dev, mac: bytes, mtu: int, kernel_mac: bytes, offload: bool = False) -> None:
         self.name = name
         self.dev = dev
         self.fd = dev.fileno()
@@ -52,18 +60,27 @@ class TapPort:
         #: the kernel side's MAC (the TAP netdev's own address)
         self.kernel_mac = kernel_mac
         self.counters: Counter[str] = Counter()
-        self._bufsize = mtu + _SLACK
         self._closed = False
-        #: no virtio-net headers (IFF_VNET_HDR) on the TAP yet: the kernel segments before handing frames over
-        self.offload = False
-        self.frame_room = self._bufsize
+        #: frames come and go behind a virtio-net header (IFF_VNET_HDR): super-frames pass whole
+        self.offload = offload
+        self.frame_room = GSO_ROOM + 1 if offload else mtu + _SLACK
+        self._rx = array.array("Q", bytes(8 * len(RX_COUNTERS)))  # what native.rx_tap counts
+
+    def _fold_rx(self) -> None:
+        rx = self._rx
+        if any(rx):
+            for i, name in enumerate(RX_COUNTERS):
+                if rx[i]:
+                    self.counters[name] += rx[i]
+                    rx[i] = 0
 
     @classmethod
-    def open(cls, iface) -> "TapPort":
-        """Create the TAP device ``iface.name`` (a config Interface), set its MTU, bring it up."""
+    def open(cls, iface, *, offload: bool = True) -> "TapPort":
+        """Create the TAP device ``iface.name`` (a config Interface), set its MTU, bring it up; ``offload``:
+        with virtio-net headers and TUNSETOFFLOAD."""
         name = iface.name
         try:
-            dev = tuntap.open_device(name, tap=True)
+            dev = tuntap.open_device(name, tap=True, vnet=offload)
         except tuntap.TunTapError as e:
             raise PortError(str(e)) from None
         import pytun  # there, or open_device would have failed
@@ -80,52 +97,39 @@ class TapPort:
             except pytun.Error as e:
                 raise PortError(f"TAP {name}: cannot set MTU {iface.mtu}: {e.strerror or e}") from None
             tuntap.disable_ipv6(name)
+            took = tuntap.set_offload(dev) if offload else "off"
             dev.up()
         except BaseException as e:
             dev.close()  # not persistent: closing the only fd removes the device
             if isinstance(e, pytun.Error):  # bringing it up (SIOCSIFFLAGS) failed
                 raise PortError(f"TAP {name}: cannot set the device up: {e.strerror or e}") from None
             raise
-        log.info("%s: TAP created, pylvs MAC %s, kernel side %s, mtu %d", name, mac.hex(":"),
-                 kernel_mac.hex(":"), iface.mtu)
-        return cls(name, dev, mac, iface.mtu, kernel_mac)
+        log.info("%s: TAP created, pylvs MAC %s, kernel side %s, mtu %d, offloads %s", name, mac.hex(":"),
+                 kernel_mac.hex(":"), iface.mtu, took)
+        return cls(name, dev, mac, iface.mtu, kernel_mac, offload)
 
     def fileno(self) -> int:
         return self.fd
 
     def recv_batch(self, max_frames: int) -> list[bytearray]:
         """The frames of :meth:`recv_into_batch` as objects."""
-        batch = Batch(max(1, min(max_frames, 64)), self._bufsize)
+        batch = Batch(max(1, min(max_frames, 64)), self.frame_room)
         self.recv_into_batch(batch, max_frames)
         return batch.frames()
 
     def recv_into_batch(self, batch, max_frames: int) -> int:
-        """Up to a batch of frames straight into ``batch``'s slots (a TAP device gives one per read)."""
-        c = self.counters
-        batch.clear()
-        room = min(batch.frame_room, self._bufsize)
-        for _ in range(min(max_frames, batch.size)):
-            try:
-                n = os.readv(self.fd, [batch.room()[:room]])
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as e:
-                c["rx_errors"] += 1
-                c[f"rx_error_{e.errno}"] += 1
-                break
-            if n >= room:
-                # Filled the whole slot: the frame may have been longer and cut (tun_put_user copies what
-                # fits).  Never forward a frame cut short.
-                c["rx_oversize"] += 1
-                continue
-            c["rx_frames"] += 1
-            c["rx_bytes"] += n
-            batch.commit(n)
+        """Up to a batch of frames straight into ``batch``'s slots (``native.rx_tap``: one read per frame, the
+        loop in C).  A read that fills its whole slot may have been cut short (tun_put_user copies what fits):
+        counted ``rx_oversize``, never forwarded."""
+        room = min(batch.frame_room, self.frame_room)
+        batch.n = native.rx_tap(self.fd, batch.buf, batch.desc, min(max_frames, batch.size), batch.stride,
+                                HEADROOM, room, self.offload, self._rx)
+        self._fold_rx()
         return batch.n
 
     def send_many(self, frames) -> None:
         """Several frames, in order (``native.send_frames``: one write() each on a TAP device)."""
-        sent, nbytes, errors = native.send_frames(self.fd, frames)
+        sent, nbytes, errors = native.send_frames(self.fd, frames, self.offload)
         c = self.counters
         c["tx_frames"] += sent
         c["tx_bytes"] += nbytes
@@ -134,7 +138,7 @@ class TapPort:
 
     def send(self, frame) -> None:
         try:
-            os.write(self.fd, frame)
+            os.writev(self.fd, [_NO_VNET, frame] if self.offload else [frame])
         except OSError as e:  # EAGAIN (queue full), EINVAL (runt), EIO (device down)...: count, drop
             self.counters["tx_errors"] += 1
             self.counters[f"tx_error_{e.errno}"] += 1

@@ -9,18 +9,24 @@
   vanishes with us, even on a crash.
 - **No IPv6 noise.**  pylvs is IPv4-only; an IPv6-enabled device makes the kernel send DAD probes, router
   solicitations and MLD reports into it as soon as it is up: :func:`disable_ipv6` before bringing it up.
-- **Frame boundaries.**  With IFF_NO_PI and no IFF_VNET_HDR, one read() is one frame (TAP: Ethernet; TUN:
-  IP packet) and one write() injects one (``tun_get_user`` -> ``netif_rx``).
+- **Frame boundaries.**  With IFF_NO_PI, one read() is one frame (TAP: Ethernet; TUN: IP packet) and one
+  write() injects one (``tun_get_user`` -> ``netif_rx``); with IFF_VNET_HDR (``vnet=True``) each starts with
+  a 10-byte virtio-net header, and TUNSETOFFLOAD tells the kernel which super-frames and partial checksums
+  it may hand over (it segments and finishes the rest before the device).
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 
 from pylvs.io import sysctl
 
 TUN_DEV = "/dev/net/tun"
+IFF_VNET_HDR = 0x4000
+TUNSETOFFLOAD = 0x400454D0  # _IOW('T', 208, unsigned int)
+TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO_ECN, TUN_F_USO4, TUN_F_USO6 = 0x01, 0x02, 0x08, 0x20, 0x40
 
 
 class TunTapError(Exception):
@@ -35,8 +41,23 @@ def _error(label: str, msg: str, code: int | None = None) -> TunTapError:
     return e
 
 
-def open_device(name: str, *, tap: bool):
-    """A new, non-persistent TAP (``tap=True``) or TUN device ``name``, non-blocking, still down.
+def set_offload(dev) -> str:
+    """Let the kernel hand over (and take) partial checksums and TCP/UDP-over-IPv4 super-frames (TUNSETOFFLOAD);
+    returns what it took.  USO (Linux 6.2; the kernel takes it only for both families at once, and IPv6 frames
+    are dropped here anyway) is asked for first, then TSO alone."""
+    for flags, what in ((TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN | TUN_F_USO4 | TUN_F_USO6, "csum tso4 uso"),
+                        (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN, "csum tso4"), (TUN_F_CSUM, "csum")):
+        try:
+            fcntl.ioctl(dev.fileno(), TUNSETOFFLOAD, flags)  # the value itself, not a pointer (tun.c)
+            return what
+        except OSError:
+            continue
+    return "none"
+
+
+def open_device(name: str, *, tap: bool, vnet: bool = False):
+    """A new, non-persistent TAP (``tap=True``) or TUN device ``name``, non-blocking, still down; with a
+    virtio-net header before each frame when ``vnet`` (IFF_VNET_HDR).
 
     Returns a ``pytun.TunTapDevice``; the caller configures it, brings it up (``dev.up()``) and closes it
     on failure (closing the only fd removes it).  :class:`TunTapError` when it cannot be had."""
@@ -50,6 +71,8 @@ def open_device(name: str, *, tap: bool):
         raise _error(label, f"{TUN_DEV} does not exist (load the tun module: `modprobe tun`; in a container, "
                             "pass the device in, e.g. --device /dev/net/tun)", errno.ENOENT)
     flags = (pytun.IFF_TAP if tap else pytun.IFF_TUN) | pytun.IFF_NO_PI | pytun.IFF_TUN_EXCL
+    if vnet:
+        flags |= IFF_VNET_HDR
     try:
         dev = pytun.TunTapDevice(name=name, flags=flags, dev=TUN_DEV)
     except pytun.Error as e:

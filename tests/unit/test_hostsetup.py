@@ -495,6 +495,11 @@ def test_tap_open_asks_for_an_exclusive_new_device(monkeypatch):
     with pytest.raises(PortError):
         tap.TapPort.open(load_config(EX / "tap-nat.toml").interfaces[0])
     assert seen["name"] == "pylvs0"
+    # with a virtio-net header before each frame (offload, the default) ...
+    assert seen["flags"] == pytun.IFF_TAP | pytun.IFF_NO_PI | pytun.IFF_TUN_EXCL | tuntap.IFF_VNET_HDR
+    # ... and without
+    with pytest.raises(PortError):
+        tap.TapPort.open(load_config(EX / "tap-nat.toml").interfaces[0], offload=False)
     assert seen["flags"] == pytun.IFF_TAP | pytun.IFF_NO_PI | pytun.IFF_TUN_EXCL
 
 
