@@ -186,8 +186,27 @@ static int finish(pn_table *t, pn_desc *d, pkt *p, double now)
         return PN_PUNT_NOT_FAST;
     if (e->expires <= now)
         return PN_PUNT_EXPIRED;
-    if (p->proto == 6 && ((p->flags & (TH_SYN | TH_FIN | TH_RST)) || !(p->flags & TH_ACK)))
-        return PN_PUNT_TCP_FLAGS;
+    /* TCP: a segment that changes state is the slow path's, unless the tables are here (tcp_track); even then
+     * a SYN (scheduling, connection reuse) and a segment with neither ACK nor RST are. */
+    int new_state = -1, output_seen = 0;
+    if (p->proto == 6) {
+        if (!t->tcp_track) {
+            if ((p->flags & (TH_SYN | TH_FIN | TH_RST)) || !(p->flags & TH_ACK))
+                return PN_PUNT_TCP_FLAGS;
+        } else {
+            if ((p->flags & TH_SYN) || !(p->flags & (TH_ACK | TH_RST)))
+                return PN_PUNT_TCP_FLAGS;
+            /* IPVS tcp_state_idx: RST, then FIN, then ACK; an output packet of a NOOUTPUT flow switches it to
+             * the full tables (set_tcp_state). */
+            int cls = (p->flags & TH_RST) ? 3 : (p->flags & TH_FIN) ? 1 : 2;
+            int tbl = dir == PN_DIR_IN ? e->in_table : 1;
+            output_seen = dir == PN_DIR_OUT && e->in_table == 2;
+            uint8_t cur = e->state < PN_TCP_NSTATES ? e->state : 0;
+            new_state = t->tcp_next[tbl <= 2 ? tbl : 0][cls][cur];
+            if ((new_state != e->state || output_seen) && t->nevents >= PN_EVENTS_MAX)
+                return PN_PUNT_TCP_FLAGS; /* no room to tell the slow path: let it do this one */
+        }
+    }
     int routed = e->mode != PN_DR;
     int egress = dir == PN_DIR_IN ? e->out_if : e->in_if;
     if (egress >= PN_MAX_IFACES || !t->ifaces[egress].used)
@@ -228,7 +247,17 @@ static int finish(pn_table *t, pn_desc *d, pkt *p, double now)
     }
     if (d->flags & PN_CSUM_PARTIAL)
         udp = PARTIAL;
-    e->expires = now + (p->proto == 6 ? t->tcp_timeout : t->udp_timeout);
+    if (new_state >= 0) {
+        if (new_state != e->state || output_seen)
+            t->events[t->nevents++] = (uint32_t)(link >> 1) << 8 | (output_seen ? PN_EV_OUTPUT_SEEN : 0) |
+                                      (uint32_t)new_state;
+        e->state = (uint8_t)new_state;
+        if (output_seen)
+            e->in_table = 0;
+        e->expires = now + t->tcp_to[new_state];
+    } else {
+        e->expires = now + (p->proto == 6 ? t->tcp_timeout : t->udp_timeout);
+    }
     pn_counters *c = &t->dests[e->dest_id < t->ndests ? e->dest_id : 0];
     if (dir == PN_DIR_IN) {
         c->pkts_in++;

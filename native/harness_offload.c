@@ -144,9 +144,64 @@ static void check_gso_fastpath(void)
     }
 }
 
+/* TCP state changes on the fast path (tcp_track): a FIN moves the entry and writes an event; with the event
+ * buffer full, a segment that would change state is punted instead (never written past the end). */
+static void check_tcp_track(void)
+{
+    g_phase = "tcp-track";
+    pn_table t;
+    uint8_t key[16] = {0};
+    CHECK(pn_table_init(&t, 4, key, 2) == 0, "table");
+    const uint8_t mac_in[6] = {2, 0, 0, 0, 0, 1}, mac_out[6] = {2, 0, 0, 0, 0, 2};
+    t.ifaces[0].used = 1, memcpy(t.ifaces[0].mac, mac_in, 6), t.ifaces[0].mtu = 1500;
+    t.ifaces[1].used = 1, memcpy(t.ifaces[1].mac, mac_out, 6), t.ifaces[1].mtu = 1500;
+    for (int a = 0; a < 3; a++)
+        for (int c = 0; c < 4; c++)
+            for (int st = 0; st < PN_TCP_NSTATES; st++)
+                t.tcp_next[a][c][st] = (uint8_t)((st + c + 1) % PN_TCP_NSTATES); /* always a change */
+    for (int st = 0; st < PN_TCP_NSTATES; st++)
+        t.tcp_to[st] = 10.0 + st;
+    t.tcp_track = 1;
+    size_t len;
+    uint8_t *f = super_frame(0, rn(100), &len);
+    memcpy(f, mac_in, 6);
+    uint32_t c, v;
+    uint16_t cp, vp;
+    memcpy(&c, f + ETH + 12, 4), memcpy(&v, f + ETH + 16, 4), memcpy(&cp, f + ETH + 20, 2), memcpy(&vp, f + ETH + 22, 2);
+    int64_t s = pn_insert(&t, 6, c, cp, v, vp, c, cp, v ^ 1u, vp, PN_NAT, 1, 1e9);
+    CHECK(s >= 0, "insert");
+    t.e[s].flags |= PN_F_FAST, t.e[s].in_if = 0, t.e[s].out_if = 1, t.e[s].state = PN_TCP_ES;
+    /* a whole checksum, as the fast path verifies it */
+    uint8_t *ip = f + ETH, *l4 = ip + 20;
+    l4[13] = 0x11; /* FIN|ACK */
+    l4[16] = l4[17] = 0;
+    size_t l4len = len - ETH - 20;
+    p16(l4 + 16, (uint16_t)~oc_add(ref_pseudo(ip, (uint32_t)l4len), ref_sum(l4, l4len)));
+    uint8_t *copy = exact_alloc(len);
+    for (uint32_t k = 0; k <= PN_EVENTS_MAX; k++) {
+        memcpy(copy, f, len);
+        pn_desc d = {0, (uint32_t)len, 0, 0, 0, 0, 0};
+        uint8_t before = t.e[s].state;
+        pn_process(&t, copy, len, &d, 1, 0, 1.0);
+        if (k < PN_EVENTS_MAX) {
+            CHECK(d.verdict == 1 && t.nevents == k + 1 && t.e[s].state != before, "FIN %u: forwarded, one event", k);
+            CHECK((t.events[k] >> 8) == (uint32_t)s && (t.events[k] & 0x7F) == t.e[s].state, "event %u", k);
+        } else {
+            CHECK(d.verdict == -1 && d.reason == PN_PUNT_TCP_FLAGS && t.e[s].state == before, "events full: punted");
+        }
+    }
+    free(copy);
+    free(f);
+    pn_table_free(&t);
+}
+
 void check_offload_once(void)
 {
-    uint32_t r = rn(3);
+    uint32_t r = rn(4);
+    if (r == 3) {
+        check_tcp_track();
+        return;
+    }
     if (r == 0)
         check_segment_once();
     else if (r == 1)

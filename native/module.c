@@ -387,22 +387,27 @@ static PyObject *FT_get(FlowTable *s, PyObject *arg)
         return NULL;
     pn_entry *e = &s->t.e[slot];
     return Py_BuildValue(
-        "{sisNsisNsisNsisNsisisNsNsdsisisNsNsisi}", "proto", e->proto, "caddr", addr_bytes(e->caddr), "cport",
+        "{sisNsisNsisNsisNsisisNsNsdsisisNsNsisisisi}", "proto", e->proto, "caddr", addr_bytes(e->caddr), "cport",
         ntohs(e->cport), "vaddr", addr_bytes(e->vaddr), "vport", ntohs(e->vport), "laddr", addr_bytes(e->laddr),
         "lport", ntohs(e->lport), "daddr", addr_bytes(e->daddr), "dport", ntohs(e->dport), "mode", e->mode,
         "has_out", PyBool_FromLong(e->flags & PN_F_HAS_OUT), "fast", PyBool_FromLong(e->flags & PN_F_FAST), "expires", e->expires, "in_if",
         e->in_if, "out_if", e->out_if, "client_mac", mac_bytes(e->client_mac), "rs_mac", mac_bytes(e->rs_mac),
-        "dest_id", e->dest_id, "toa_kind", e->toa_kind);
+        "dest_id", e->dest_id, "toa_kind", e->toa_kind, "state", e->state, "in_table", e->in_table);
 }
 
 static PyObject *FT_set_fast(FlowTable *s, PyObject *args)
 {
     READY(s);
     Py_ssize_t slot;
-    int in_if, out_if, dest_id, toa_kind;
+    int in_if, out_if, dest_id, toa_kind, state = PN_TCP_ES, in_table = 0;
     PyObject *cmac, *rmac;
-    if (!PyArg_ParseTuple(args, "niOiOii", &slot, &in_if, &cmac, &out_if, &rmac, &dest_id, &toa_kind))
+    if (!PyArg_ParseTuple(args, "niOiOii|ii", &slot, &in_if, &cmac, &out_if, &rmac, &dest_id, &toa_kind, &state,
+                          &in_table))
         return NULL;
+    if (state < 0 || state >= PN_TCP_NSTATES || (in_table != 0 && in_table != 2)) {
+        PyErr_SetString(PyExc_ValueError, "state must be 0..10 and in_table 0 or 2");
+        return NULL;
+    }
     if (check_slot(s, slot) < 0)
         return NULL;
     if (in_if < 0 || in_if >= PN_MAX_IFACES || out_if < 0 || out_if >= PN_MAX_IFACES || dest_id < 0 ||
@@ -420,8 +425,71 @@ static PyObject *FT_set_fast(FlowTable *s, PyObject *args)
     e->out_if = (uint8_t)out_if;
     e->dest_id = (uint16_t)dest_id;
     e->toa_kind = (uint8_t)toa_kind;
+    e->state = (uint8_t)state;
+    e->in_table = (uint8_t)in_table;
     e->flags |= PN_F_FAST;
     Py_RETURN_NONE;
+}
+
+/* set_tcp_states(next, timeouts): IPVS's TCP tables (3 x 4 x 11 bytes: [table][flag class][state] -> state)
+ * and the timeout of each state; from then on the fast path moves fast flows' TCP states itself. */
+static PyObject *FT_set_tcp_states(FlowTable *s, PyObject *args)
+{
+    READY(s);
+    Py_buffer nx;
+    PyObject *tos;
+    if (!PyArg_ParseTuple(args, "y*O", &nx, &tos))
+        return NULL;
+    PyObject *r = NULL, *fast = NULL;
+    double to[PN_TCP_NSTATES];
+    if (nx.len != (Py_ssize_t)sizeof(s->t.tcp_next)) {
+        PyErr_Format(PyExc_ValueError, "next must be %d bytes", (int)sizeof(s->t.tcp_next));
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < nx.len; i++)
+        if (((const uint8_t *)nx.buf)[i] >= PN_TCP_NSTATES) {
+            PyErr_SetString(PyExc_ValueError, "a state in next is out of range");
+            goto done;
+        }
+    fast = PySequence_Fast(tos, "timeouts must be a sequence of 11 numbers");
+    if (!fast)
+        goto done;
+    if (PySequence_Fast_GET_SIZE(fast) != PN_TCP_NSTATES) {
+        PyErr_SetString(PyExc_ValueError, "timeouts must be a sequence of 11 numbers");
+        goto done;
+    }
+    for (int i = 0; i < PN_TCP_NSTATES; i++) {
+        to[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(fast, i));
+        if (to[i] == -1.0 && PyErr_Occurred())
+            goto done;
+    }
+    memcpy(s->t.tcp_next, nx.buf, sizeof(s->t.tcp_next));
+    memcpy(s->t.tcp_to, to, sizeof(to));
+    s->t.tcp_track = 1;
+    r = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(fast);
+    PyBuffer_Release(&nx);
+    return r;
+}
+
+/* drain_events() -> [slot << 8 | flags | new state, ...] since the last call, in order. */
+static PyObject *FT_drain_events(FlowTable *s, PyObject *unused)
+{
+    READY(s);
+    PyObject *l = PyList_New(s->t.nevents);
+    if (!l)
+        return NULL;
+    for (uint32_t i = 0; i < s->t.nevents; i++) {
+        PyObject *v = PyLong_FromUnsignedLong(s->t.events[i]);
+        if (!v) {
+            Py_DECREF(l);
+            return NULL;
+        }
+        PyList_SET_ITEM(l, i, v);
+    }
+    s->t.nevents = 0;
+    return l;
 }
 
 static PyObject *FT_clear_fast(FlowTable *s, PyObject *arg)
@@ -582,7 +650,11 @@ static PyMethodDef FT_methods[] = {
     {"remove", (PyCFunction)FT_remove, METH_O, "remove(slot) -> bool"},
     {"get", (PyCFunction)FT_get, METH_O, "get(slot) -> dict"},
     {"set_fast", (PyCFunction)FT_set_fast, METH_VARARGS,
-     "set_fast(slot, in_if, client_mac, out_if, rs_mac, dest_id, toa_kind)"},
+     "set_fast(slot, in_if, client_mac, out_if, rs_mac, dest_id, toa_kind, state=ESTABLISHED, in_table=0)"},
+    {"set_tcp_states", (PyCFunction)FT_set_tcp_states, METH_VARARGS,
+     "set_tcp_states(next, timeouts): the fast path moves TCP states itself from now on"},
+    {"drain_events", (PyCFunction)FT_drain_events, METH_NOARGS,
+     "drain_events() -> [slot << 8 | 0x80 if output seen | new state] since the last call"},
     {"clear_fast", (PyCFunction)FT_clear_fast, METH_O, "clear_fast(slot)"},
     {"expires", (PyCFunction)FT_expires, METH_O, "expires(slot) -> float"},
     {"set_expires", (PyCFunction)FT_set_expires, METH_VARARGS, "set_expires(slot, t)"},

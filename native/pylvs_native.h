@@ -73,7 +73,9 @@ typedef struct {
     uint8_t rs_mac[6];     /* the next hop toward the real server */
     uint16_t dest_id;      /* per-server counters */
     uint8_t proto, mode, flags, in_if, out_if, toa_kind;
-    uint8_t pad[4];
+    uint8_t state;    /* IPVS TCP state (tcpstate.py STATES order), kept here once tcp_track is on */
+    uint8_t in_table; /* the table its inbound packets use: 0 INPUT, 2 INPUT_ONLY (IPVS NOOUTPUT: DR, TUN) */
+    uint8_t pad[2];
 } pn_entry;
 
 typedef struct {
@@ -107,6 +109,12 @@ enum {
     PN_PUNT_NREASONS
 };
 
+#define PN_TCP_NSTATES 11
+#define PN_TCP_ES 1
+#define PN_EVENTS_MAX 256
+/* An event: a fast flow's TCP state changed here.  slot << 8 | PN_EV_OUTPUT_SEEN? | new state. */
+#define PN_EV_OUTPUT_SEEN 0x80u
+
 typedef struct {
     uint32_t capacity;  /* hard limit on flows */
     uint32_t count;
@@ -125,6 +133,15 @@ typedef struct {
     pn_iface ifaces[PN_MAX_IFACES];
     uint64_t forwarded;
     uint64_t punts[PN_PUNT_NREASONS];
+    /* TCP state changes of fast flows (FIN, RST, the ACKs of a teardown), done here once the slow path has
+     * pushed IPVS's tables (tcp_track): the new state goes into the entry, its deadline follows that state's
+     * timeout, and an event is written for the slow path to keep its books with (the flow's state,
+     * active/inactive counts per server).  A SYN is always the slow path's: scheduling is policy. */
+    uint8_t tcp_track;
+    uint8_t tcp_next[3][4][PN_TCP_NSTATES]; /* [table: INPUT, OUTPUT, INPUT_ONLY][class: syn fin ack rst][state] */
+    double tcp_to[PN_TCP_NSTATES];
+    uint32_t nevents;
+    uint32_t events[PN_EVENTS_MAX];
 } pn_table;
 
 /* pn_desc.flags: what the kernel said about the frame's TCP/UDP checksum (virtio-net header or

@@ -38,13 +38,18 @@ PUNT_NAMES = (
 (P_NOT_IPV4, P_MALFORMED, P_IP_OPTIONS, P_FRAGMENT, P_PROTO, P_NO_FLOW, P_NOT_FAST, P_EXPIRED,
  P_TCP_FLAGS, P_TTL, P_MTU, P_TOA, P_HEADROOM, P_IFACE, P_GSO) = range(len(PUNT_NAMES))
 _PARTIAL = 2  # _patch_l4's third kind of checksum, after TCP (False) and UDP (True)
+TCP_NSTATES = 11
+TCP_ES = 1
+EVENTS_MAX = 256
+EV_OUTPUT_SEEN = 0x80  # an event's flag: an output packet of a NOOUTPUT flow (it uses the full tables now)
 
 _u16 = struct.Struct("!H")
 
 
 class _Entry:
     __slots__ = ("proto", "caddr", "cport", "vaddr", "vport", "laddr", "lport", "daddr", "dport", "mode",
-                 "has_out", "fast", "expires", "in_if", "out_if", "client_mac", "rs_mac", "dest_id", "toa_kind")
+                 "has_out", "fast", "expires", "in_if", "out_if", "client_mac", "rs_mac", "dest_id", "toa_kind",
+                 "state", "in_table")
 
 
 def _addr(a) -> bytes:
@@ -99,6 +104,10 @@ class FlowTable:
         self._udp_timeout = 300.0
         self._forwarded = 0
         self._punts = [0] * len(PUNT_NAMES)
+        # TCP state changes of fast flows, done here once the tables are pushed (native/pylvs_native.h)
+        self._tcp_next: bytes | None = None
+        self._tcp_to: list[float] = []
+        self._events: list[int] = []
 
     # ---------------------------------------------------------------- table
 
@@ -151,7 +160,7 @@ class FlowTable:
         e.has_out = bool(has_out)
         e.fast = False
         e.expires = float(expires)
-        e.in_if = e.out_if = e.dest_id = e.toa_kind = 0
+        e.in_if = e.out_if = e.dest_id = e.toa_kind = e.state = e.in_table = 0
         e.client_mac = e.rs_mac = b"\x00" * 6
         self._e[slot] = e
         self._index[ik] = slot << 1 | IN
@@ -184,14 +193,33 @@ class FlowTable:
         e = self._entry(slot)
         return {k: getattr(e, k) for k in _Entry.__slots__}
 
-    def set_fast(self, slot: int, in_if: int, client_mac, out_if: int, rs_mac, dest_id: int, toa_kind: int) -> None:
+    def set_fast(self, slot: int, in_if: int, client_mac, out_if: int, rs_mac, dest_id: int, toa_kind: int,
+                 state: int = TCP_ES, in_table: int = 0) -> None:
         e = self._entry(slot)
         if not (0 <= in_if < MAX_INTERFACES and 0 <= out_if < MAX_INTERFACES and 0 <= dest_id < self._ndests
                 and 0 <= toa_kind <= 255):
             raise ValueError("interface, dest_id or toa_kind out of range")
+        if not (0 <= state < TCP_NSTATES and in_table in (0, 2)):
+            raise ValueError("state must be 0..10 and in_table 0 or 2")
         e.client_mac, e.rs_mac = _mac(client_mac), _mac(rs_mac)
         e.in_if, e.out_if, e.dest_id, e.toa_kind = in_if, out_if, dest_id, toa_kind
+        e.state, e.in_table = state, in_table
         e.fast = True
+
+    def set_tcp_states(self, nxt, timeouts) -> None:
+        nxt = bytes(nxt)
+        if len(nxt) != 3 * 4 * TCP_NSTATES:
+            raise ValueError(f"next must be {3 * 4 * TCP_NSTATES} bytes")
+        if any(b >= TCP_NSTATES for b in nxt):
+            raise ValueError("a state in next is out of range")
+        to = [float(x) for x in timeouts]
+        if len(to) != TCP_NSTATES:
+            raise ValueError("timeouts must be a sequence of 11 numbers")
+        self._tcp_next, self._tcp_to = nxt, to
+
+    def drain_events(self) -> list[int]:
+        ev, self._events = self._events, []
+        return ev
 
     def clear_fast(self, slot: int) -> None:
         self._entry(slot).fast = False
@@ -329,8 +357,20 @@ class FlowTable:
             return punt(P_NOT_FAST)
         if e.expires <= now:
             return punt(P_EXPIRED)
-        if proto == 6 and (tflags & 0x07 or not tflags & 0x10):
-            return punt(P_TCP_FLAGS)
+        new_state, output_seen = -1, False
+        if proto == 6:
+            if self._tcp_next is None:
+                if tflags & 0x07 or not tflags & 0x10:
+                    return punt(P_TCP_FLAGS)
+            else:
+                if tflags & 0x02 or not tflags & 0x14:  # a SYN, or neither ACK nor RST: the slow path's
+                    return punt(P_TCP_FLAGS)
+                cls = 3 if tflags & 0x04 else 1 if tflags & 0x01 else 2  # IPVS tcp_state_idx
+                tbl = e.in_table if d == IN else 1
+                output_seen = d == OUT and e.in_table == 2
+                new_state = self._tcp_next[(tbl * 4 + cls) * TCP_NSTATES + (e.state if e.state < TCP_NSTATES else 0)]
+                if (new_state != e.state or output_seen) and len(self._events) >= EVENTS_MAX:
+                    return punt(P_TCP_FLAGS)
         routed = e.mode != DR
         egress = e.out_if if d == IN else e.in_if
         out = self._ifaces.get(egress)
@@ -356,7 +396,15 @@ class FlowTable:
             flags &= ~CSUM_PARTIAL
         if flags & CSUM_PARTIAL:
             udp = _PARTIAL
-        e.expires = now + (self._tcp_timeout if proto == 6 else self._udp_timeout)
+        if new_state >= 0:
+            if new_state != e.state or output_seen:
+                self._events.append(link >> 1 << 8 | (EV_OUTPUT_SEEN if output_seen else 0) | new_state)
+            e.state = new_state
+            if output_seen:
+                e.in_table = 0
+            e.expires = now + self._tcp_to[new_state]
+        else:
+            e.expires = now + (self._tcp_timeout if proto == 6 else self._udp_timeout)
         c = self._dests.setdefault(e.dest_id if e.dest_id < self._ndests else 0, [0, 0, 0, 0])
         if d == IN:
             c[0] += 1

@@ -5,9 +5,12 @@ state machine, inserts TOA, answers with ICMP.  Once it has forwarded a packet o
 packets need no decision — TCP in ESTABLISHED with its TOA done, or UDP — it hands the flow to the fast
 path: the tuple, the rewrite, the egress interfaces and next-hop MACs, the server's counter slot.  From
 then on the fast path forwards that flow's packets by itself, in batches, and punts (returns untouched)
-every packet it cannot finish: a SYN/FIN/RST, a TTL of 1, a frame over the MTU, a forged TOA option,
-anything malformed.  The slow path takes the punt, and when the flow leaves ESTABLISHED (or its server is
-removed, or a next-hop MAC changes) it takes the flow back.
+every packet it cannot finish: a SYN, a TTL of 1, a frame over the MTU, a forged TOA option, anything
+malformed.  A TCP flow's teardown (FIN, RST and their ACKs) stays on the fast path: it moves the state with
+IPVS's own tables (pushed by :meth:`FastPath.set_timeouts`) and reports each change, and the Director keeps
+its books from those events (``Director._fast_events``: the flow's state and deadline, the server's
+active/inactive counts).  The slow path takes the punts, and when its server is removed or a next-hop MAC
+changes it takes the flow back.
 
 Two copies of the deadline exist: the flow's (slow path) and the table entry's (moved by every fast
 packet).  The slow path pulls the entry's in before it expires a flow (``ConnTable.refresh``); the entry's
@@ -23,7 +26,14 @@ from pylvs._pure.flowtable import DESC  # noqa: F401 - the descriptor layout (st
 from pylvs.core.conntable import Conn
 from pylvs.core.dest import Dest
 from pylvs.core.packet import IPPROTO_TCP
-from pylvs.core.tcpstate import sES
+from pylvs.core.tcpstate import STATES, TABLES, sCL, sCW, sES, sFW, sLA, sTW
+
+#: TCP states a flow already in the fast path stays there in: ESTABLISHED and the teardown that follows it.
+#: The fast path moves the state itself (IPVS's tables, pushed by set_timeouts) and reports each change
+#: (Director._fast_events); a SYN, which may reopen or reschedule, is always the slow path's.
+FAST_TCP_STATES = frozenset((sES, sFW, sTW, sCL, sCW, sLA))
+#: the tables as the fast path takes them: [table: INPUT, OUTPUT, INPUT_ONLY][class: syn fin ack rst][state]
+TCP_NEXT = bytes(TABLES[t][cls][st] for t in range(3) for cls in range(4) for st in range(len(STATES)))
 
 MODE_CODES = {"nat": 0, "dr": 1, "tun": 2, "fullnat": 3}
 #: the table's capacity never exceeds this (flows beyond it simply stay on the slow path)
@@ -94,6 +104,7 @@ class FastPath:
 
     def set_timeouts(self, timeouts) -> None:
         self.table.set_timeouts(float(timeouts["established"]), float(timeouts["udp"]))
+        self.table.set_tcp_states(TCP_NEXT, [float(timeouts[name.lower()]) for name in STATES])
 
     # ------------------------------------------------------------ flows in and out of the fast path
 
@@ -103,7 +114,8 @@ class FastPath:
         if c.dest is None or not c.dest.available or not c.alive or c.dest.fid == 0:
             return False
         if c.proto == IPPROTO_TCP:
-            if c.state != sES:
+            # Handed over in ESTABLISHED; kept through the teardown, whose state changes the fast path makes.
+            if c.state != sES and (c.fslot < 0 or c.state not in FAST_TCP_STATES):
                 return False
             if c.mode == "fullnat" and c.svc.toa and not c.toa_done:
                 return False
@@ -129,7 +141,8 @@ class FastPath:
             self.conns[slot] = c
         # (an entry already there got the slow path's new deadline from Director._set_timeout)
         toa = c.svc.toa_kind if c.mode == "fullnat" and c.proto == IPPROTO_TCP and c.svc.toa else 0
-        t.set_fast(c.fslot, in_if, c.client_mac, out_if, nexthop_mac, c.dest.fid, toa)
+        t.set_fast(c.fslot, in_if, c.client_mac, out_if, nexthop_mac, c.dest.fid, toa, c.state,
+                   2 if c.no_output else 0)
 
     def release(self, c: Conn) -> None:
         """Take the flow back to the slow path (its entry leaves the table)."""

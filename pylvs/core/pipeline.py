@@ -170,6 +170,7 @@ class Director:
         self.table.expire(now, budget=64)
         out: list[tuple[int, list[Action]]] = []
         process = self.fast.table.process_until_punt
+        drain = self.fast.table.drain_events
         dview = memoryview(desc)
         size = DESC.size
         i = 0
@@ -177,6 +178,9 @@ class Director:
             # Up to and including the next punt, so each punted frame is handled before the frames after it
             # are looked at: a FIN, an RST or an ARP reply changes what they should get.
             i += process(buf, dview[i * size:n * size], n - i, ifx, now)
+            events = drain()
+            if events:
+                self._fast_events(events, now)
             verdict, frames = punted_frames(buf, desc, i - 1, self)
             if verdict >= 0:
                 continue
@@ -277,6 +281,31 @@ class Director:
         self.table.set_expiry(c, now + self._tcp_timeouts[new])
         if c.fslot >= 0:
             self.fast.push_deadline(c)
+
+    def _fast_events(self, events: list[int], now: float) -> None:
+        """TCP state changes the fast path made (FIN, RST, the teardown's ACKs of flows it holds): the books
+        _set_state keeps for the slow path's own packets — the flow's state and deadline, the server's
+        active/inactive counts (lc/wlc schedule by them) — kept here, before the next frame is looked at."""
+        conns, timeouts = self.fast.conns, self._tcp_timeouts
+        for ev in events:
+            c = conns.get(ev >> 8)
+            if c is None:
+                continue
+            if ev & 0x80:  # an output packet of a NOOUTPUT flow: it uses the full tables now
+                c.no_output = False
+            new = ev & 0x7F
+            d = c.dest
+            if new != c.state and d is not None:
+                if not c.inactive and new != sES:
+                    d.active -= 1
+                    d.inactive += 1
+                    c.inactive = True
+                elif c.inactive and new == sES:
+                    d.active += 1
+                    d.inactive -= 1
+                    c.inactive = False
+            c.state = new
+            self.table.set_expiry(c, now + timeouts[new])
 
     # ------------------------------------------------------------------ ARP
 

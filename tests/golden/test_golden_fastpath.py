@@ -106,13 +106,38 @@ def test_data_packets_take_the_fast_path_byte_exact(mode):
         ref_tcp["pkts_in"], ref_tcp["pkts_out"], ref_tcp["bytes_in"], ref_tcp["bytes_out"])
     assert st["fast_path"]["forwarded"] == (2 if mode in ("nat", "fullnat") else 1)
 
-    # A FIN changes state: punted, handled by the slow path, and the flow goes back to it.
+    # The teardown stays on the fast path: it moves the TCP state itself (IPVS's tables) and the Director keeps
+    # its books from the fast path's events — the same frames, states, deadlines and active/inactive counts
+    # as the slow path's own handling of the same packets.
+    def same_books():
+        d.fast.refresh(c)  # the deadline the fast path moved, pulled in (what the expiry check does)
+        assert (c.state_name, c.expires, c.no_output, c.inactive) == (rc.state_name, rc.expires, rc.no_output,
+                                                                      rc.inactive)
+        assert (c.dest.active, c.dest.inactive) == (rc.dest.active, rc.dest.inactive)
+
     fin = c2v(FIN | ACK, seq=1001 + len(REQ), ack=5001, opts=ack_opts(114, 1000), ident=0x1004)
     got = via_batch(d, [fin], "eth0", 11.0)
     assert [(i, f) for i, f, _ in got] == [(i, f) for i, f, _ in via_handle(ref, [fin], "eth0", 11.0)]
-    assert [fast for *_, fast in got] == [False]
-    assert c.fslot < 0 and c.state_name != "ESTABLISHED"
-    assert len(d.fast.table) == 0
+    assert [fast for *_, fast in got] == [True]
+    assert c.fslot >= 0 and c.state_name != "ESTABLISHED" and c.dest.inactive == 1
+    same_books()
+    if mode in ("nat", "fullnat"):
+        dst = (CIP, CPORT) if mode == "nat" else (LIP, c.lport)
+        r = dict(seq=5001 + len(RESP), ack=1002 + len(REQ), opts=ack_opts(1001, 114), ident=0x2003, win=509)
+        sfin = tcp_frame(RS_MAC[rs], D1_MAC, RIP[rs], dst[0], 8080, dst[1], FIN | ACK, **r)
+        got = via_batch(d, [sfin], "eth1", 11.1)
+        assert [(i, f) for i, f, _ in got] == [(i, f) for i, f, _ in via_handle(ref, [sfin], "eth1", 11.1)]
+        assert [fast for *_, fast in got] == [True]
+        same_books()
+    last = c2v(ACK, seq=1002 + len(REQ), ack=5002 + len(RESP), opts=ack_opts(115, 1001), ident=0x1005)
+    got = via_batch(d, [last], "eth0", 11.2)
+    assert [(i, f) for i, f, _ in got] == [(i, f) for i, f, _ in via_handle(ref, [last], "eth0", 11.2)]
+    same_books()
+    # A SYN is always the slow path's (it may reopen or reschedule the flow).
+    syn = c2v(SYN, seq=9000, opts=syn_opts(tsval=200), ident=0x1006)
+    got = via_batch(d, [syn], "eth0", 11.3)
+    assert [(i, f) for i, f, _ in got] == [(i, f) for i, f, _ in via_handle(ref, [syn], "eth0", 11.3)]
+    assert all(not fast for *_, fast in got)
 
 
 @pytest.mark.parametrize("mode", ["nat", "dr", "tun", "fullnat"])
