@@ -54,6 +54,12 @@ receives them whole, and pylvs takes them whole with PACKET_VNET_HDR and hands t
 --host-setup only turns LRO off).  ``--no-offloads`` turns TSO/GSO/GRO off on the traffic sources instead (the
 lab's default: wire-sized frames everywhere).  Every load is bounded in time and count.
 
+``--rps`` (a diagnostic, not the headline): on one machine, what pylvs sends into a veth is received by its
+peers' network stacks inside pylvs's own send calls (veth delivers with netif_rx; the softirq runs on the way
+out of the sender's system call), so the single-threaded balancer pays for its peers' stacks, where separate
+hosts would pay for their own.  ``--rps`` pins the balancer process to CPU 0 and steers the peers' veth receive
+processing to CPU 1 (RPS), for every balancer alike.
+
 Targets (from the issue; report only, exit 0 when the measurements ran): bulk TCP through FULLNAT and NAT
 >= 0.6x nft DNAT and >= 1.0x HAProxy; new connections/s >= 0.9x nft; 64-byte delivered rate >= 0.8x nft;
 with the idle flows, bulk and 64-byte figures within 10% of the empty table.
@@ -104,6 +110,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--latency-rate", type=int, default=300, help="requests/s of the latency run (default 300)")
     ap.add_argument("--no-offloads", action="store_true",
                     help="TSO/GSO/GRO off on the traffic sources: wire-sized frames only, for every balancer")
+    ap.add_argument("--rps", action="store_true",
+                    help="pin the balancer process to CPU 0 and steer its peers' veth receive processing to CPU 1")
     ap.add_argument("--only", action="append", choices=[k for k, _, _ in SYSTEMS],
                     help="run only these balancers (repeatable)")
     a = ap.parse_args(argv)
@@ -132,6 +140,7 @@ def main(argv: list[str]) -> int:
         notes.append(f"still missing after apt-get: {', '.join(missing)} (their figures will be n/a)")
     d = Durations(a.quick, a.pps, a.latency_rate)
     d.offloads = not a.no_offloads
+    d.rps = a.rps
     notes.append("offloads: " + ("kernel defaults on every veth (TSO/GSO super-frames from the sources)" if d.offloads
                                  else "TSO/GSO/GRO off on the traffic sources (--no-offloads)"))
     max_conn = 1 << 20

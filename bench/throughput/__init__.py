@@ -51,6 +51,7 @@ class Durations:
         self.fill_timeout = 60.0 if quick else 150.0
         self.settle = 0.5 if quick else 1.0
         self.offloads = True                    # the kernel's TSO/GSO/GRO on the traffic sources
+        self.rps = False                        # --rps: balancer on CPU 0, peers' receive softirqs on CPU 1
 
 
 def log(msg: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import pathlib
 import subprocess
 import time
@@ -100,6 +101,22 @@ class Run:
             self.live = LiveLab(lab, p, self.tmp)
             self.live.start()
             self.lb_pid = self.live.proc.pid
+
+    def split_cpus(self, lab) -> None:
+        """``--rps``: the balancer process on CPU 0, and the receive processing of every other host's veth (what
+        runs in the sender's system call otherwise: veth delivers by netif_rx, and the softirq runs on the
+        way out of the sender's send) steered to CPU 1 by RPS.  On one machine the balancer otherwise pays for
+        its peers' network stacks in its own send calls, which separate hosts would run themselves; the
+        kernel's DNAT gets the same steering."""
+        for role in ["client", "gw"] + [f"rs{n}" for n in (1, 2)]:
+            for ifname in ("eth0", "eth1"):
+                lab.run(role, ["sh", "-c", f"[ -e /sys/class/net/{ifname} ] && echo 2 > "
+                                           f"/sys/class/net/{ifname}/queues/rx-0/rps_cpus || true"], timeout=5)
+        if self.lb_pid:
+            with contextlib.suppress(OSError):
+                for tid in os.listdir(f"/proc/{self.lb_pid}/task"):
+                    os.sched_setaffinity(int(tid), {0})
+        self.notes.append("--rps: balancer process on CPU 0, its peers' veth receive processing on CPU 1 (RPS)")
 
     # -- measurements
     def lb_alive(self) -> bool:
@@ -241,6 +258,8 @@ class Run:
         with Lab(self.lab_mode, servers=2, offloads=self.d.offloads) as lab:
             self.setup_servers(lab)
             self.start_lb(lab)
+            if self.d.rps:
+                self.split_cpus(lab)
             stats = None
             try:
                 self.measure(lab)
