@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -32,6 +33,9 @@ from pylvs.logsetup import RateLimited
 log = logging.getLogger("pylvs.loop")
 
 TICK_INTERVAL = 0.25  # seconds; ARP retries are 1 s apart, timeouts are seconds to minutes
+#: New connections between two gc.freeze() calls (see Runner.gc_step): the bound on what a full collection
+#: walks, so on its pauses.
+FREEZE_EVERY = 65536
 
 
 def new_event_loop() -> tuple[asyncio.AbstractEventLoop, str]:
@@ -56,6 +60,7 @@ class Runner:
         #: rebuilds the ports' kernel filters when the director's addresses change (a reload)
         self.refilter = refilter
         self._addrs_version = director.addrs_version
+        self._frozen_at = 0  # conns_created at the last gc.freeze()
         self.unknown_port_sends = 0
         self._last_drop_warning = float("-inf")
         self._errors = RateLimited(log, 10.0)
@@ -130,8 +135,25 @@ class Runner:
                     continue
                 port.send(a.frame)
 
+    def gc_step(self) -> bool:
+        """Keep CPython's full collections short with a large connection table.  Every flow is a few
+        GC-tracked objects; a full collection walks all of them (about 1 s with a million flows here), and
+        one runs each time the long-lived set has grown by a quarter, so a filling table stalls the whole
+        datapath for seconds, ever longer.  gc.freeze() (O(1): a list splice) moves what is alive now out of
+        the collector's sight: after every FREEZE_EVERY new connections, so a full collection never walks more
+        than that many flows' objects.  Frozen objects are still freed by reference counting when they die
+        (flows hold no reference cycles); only a cycle alive at a freeze and dropped later is never
+        reclaimed.  Returns whether it froze."""
+        created = self.director.events["conns_created"]
+        if created - self._frozen_at < FREEZE_EVERY:
+            return False
+        self._frozen_at = created
+        gc.freeze()
+        return True
+
     def _tick(self) -> None:
         now = self.clock()
+        self.gc_step()
         try:
             self._do(self.director.tick(now))
             if self.control is not None:

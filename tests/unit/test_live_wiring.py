@@ -36,3 +36,24 @@ def test_ipv6_interface_addresses_stay_out_of_the_ipv4_filter():
     cfg = parse_config(data, "nat6.toml")
     dst, _ = bpf_addresses(Director(cfg), cfg)
     assert all(len(a) == 4 for a in dst) and ip4("198.18.0.1") in dst
+
+
+def test_gc_freeze_bounds_full_collections(monkeypatch):
+    """Runner.gc_step freezes the collector's generations once FREEZE_EVERY connections were created since
+    the last freeze, and not before: a full collection never walks more than that many flows' objects."""
+    import gc
+
+    from pylvs.io import loop
+
+    d = Director(load_config(pathlib.Path(__file__).resolve().parents[2] / "examples" / "nat.toml"))
+    r = loop.Runner(d, {})
+    frozen = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(d.events["conns_created"]))
+    d.events["conns_created"] = loop.FREEZE_EVERY - 1
+    assert r.gc_step() is False and frozen == []
+    d.events["conns_created"] = loop.FREEZE_EVERY
+    assert r.gc_step() is True and frozen == [loop.FREEZE_EVERY]
+    d.events["conns_created"] = 2 * loop.FREEZE_EVERY - 1
+    assert r.gc_step() is False
+    d.events["conns_created"] = 2 * loop.FREEZE_EVERY + 5
+    assert r.gc_step() is True and frozen == [loop.FREEZE_EVERY, 2 * loop.FREEZE_EVERY + 5]
