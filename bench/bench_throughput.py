@@ -42,9 +42,9 @@ balancer and the servers, so the ratios measured in the same run are what to rea
 
 ``--idle-flows N``: after pylvs NAT's own measurements, N single-packet UDP flows from distinct source
 addresses and ports (198.18.128.0/17) are sent to 10/udp, paced by what pylvs forwards (the servers drop
-them).  Each one creates a connection in pylvs's table and an entry in the C fast path's flow table (UDP flows
-are installed there at once, unlike half-open TCP ones, so the fast path's lookups meet a full table; the
-idle timeout is 300 s, longer than the run), then bulk and 64-byte figures are taken again next to the
+them).  Each one creates a connection in pylvs's table and an entry in the C fast path's flow table (a UDP flow
+is installed there at its first packet, so the fast path's lookups meet a full table; the idle timeout is
+300 s, longer than the run), then bulk and 64-byte figures are taken again next to the
 empty-table ones, in the same pylvs process.  The fill is bounded in time; if it cannot reach N, the output
 says how far it got and why.
 

@@ -1,8 +1,9 @@
 /* The established-flow fast path: a batch of frames in one buffer, each looked up and rewritten in place
  * the way the slow path (pylvs/core/pipeline.py) would, for the packets whose outcome it has already
- * decided: a flow marked FAST (TCP in ESTABLISHED with its TOA done, or UDP), a segment that changes no
- * state (ACK set; SYN, FIN, RST clear: IPVS's tables keep ESTABLISHED there in all three directions), a
- * TTL above 1, a size within the egress MTU.  Anything else is punted, untouched, with a reason.
+ * decided: a flow marked FAST (TCP handed over at its SYN or in ESTABLISHED, with its TOA done; or UDP), a
+ * segment whose state move IPVS's tables decide (with tcp_track: the handshake's SYN-ACK and ACK, the
+ * teardown; without: ACK set and SYN, FIN, RST clear), a TTL above 1, a size within the egress MTU.
+ * Anything else is punted, untouched, with a reason.
  *
  * The edits replay the slow path's own sequence (TTL, then addresses and ports field by field, each
  * patching the checksums per RFC 1624 and skipped when unchanged), so the output is byte-identical to it;
@@ -187,18 +188,21 @@ static int finish(pn_table *t, pn_desc *d, pkt *p, double now)
     if (e->expires <= now)
         return PN_PUNT_EXPIRED;
     /* TCP: a segment that changes state is the slow path's, unless the tables are here (tcp_track); even then
-     * a SYN (scheduling, connection reuse) and a segment with neither ACK nor RST are. */
+     * a client's SYN (scheduling, connection reuse), a server's SYN without ACK and a segment with neither ACK
+     * nor RST are.  The server's SYN-ACK of a flow the slow path handed over at its SYN is a plain state move
+     * (IPVS's OUTPUT table), like the handshake's last ACK. */
     int new_state = -1, output_seen = 0;
     if (p->proto == 6) {
         if (!t->tcp_track) {
             if ((p->flags & (TH_SYN | TH_FIN | TH_RST)) || !(p->flags & TH_ACK))
                 return PN_PUNT_TCP_FLAGS;
         } else {
-            if ((p->flags & TH_SYN) || !(p->flags & (TH_ACK | TH_RST)))
+            if (((p->flags & TH_SYN) && !(dir == PN_DIR_OUT && (p->flags & TH_ACK))) ||
+                !(p->flags & (TH_ACK | TH_RST)))
                 return PN_PUNT_TCP_FLAGS;
-            /* IPVS tcp_state_idx: RST, then FIN, then ACK; an output packet of a NOOUTPUT flow switches it to
-             * the full tables (set_tcp_state). */
-            int cls = (p->flags & TH_RST) ? 3 : (p->flags & TH_FIN) ? 1 : 2;
+            /* IPVS tcp_state_idx: RST, then SYN, then FIN, then ACK; an output packet of a NOOUTPUT flow switches
+             * it to the full tables (set_tcp_state). */
+            int cls = (p->flags & TH_RST) ? 3 : (p->flags & TH_SYN) ? 0 : (p->flags & TH_FIN) ? 1 : 2;
             int tbl = dir == PN_DIR_IN ? e->in_table : 1;
             output_seen = dir == PN_DIR_OUT && e->in_table == 2;
             uint8_t cur = e->state < PN_TCP_NSTATES ? e->state : 0;

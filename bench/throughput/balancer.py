@@ -216,11 +216,15 @@ class Run:
         time.sleep(d.settle)
         self.small_loads(lab, self.res)
         log(f"{self.key}: wrk {d.wrk} s, 2 threads, 32 connections, Connection: close")
+        b = self._sample(lab)
         w = run_wrk(lab, d.wrk)
+        a = self._sample(lab)
         if "error" in w:
             self.notes.append(f"wrk: {w['error']}")
         else:
             self.res["cps"] = w["cps"]
+            self.res["cpu_cps"] = self._cpu_per_pkt(b, a)
+            self._cpu_share(self.res, "cps", b, a)
             errs = {k: v for k, v in (w.get("errors") or {}).items() if v}
             if errs or w.get("non2xx"):
                 self.notes.append(f"wrk: {w.get('requests')} requests, socket errors {errs or 'none'}, "

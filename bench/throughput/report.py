@@ -32,9 +32,10 @@ ROWS = (  # key, label, format, higher is better
     ("cpu_bulk4", "LB CPU per forwarded pkt, 4 streams (us)", ".2f", False),
     ("cpu_small", "LB CPU per forwarded pkt, 64B paced (us)", ".2f", False),
     ("cpu_smallmax", "LB CPU per forwarded pkt, 64B unpaced (us)", ".2f", False),
+    ("cpu_cps", "LB CPU per forwarded pkt, new conns (us)", ".2f", False),
 )
 RATIO_KEYS = ("bulk1", "bulk4", "cps", "small", "smallmax", "lat_p50", "lat_p99", "cpu_bulk1", "cpu_bulk4",
-              "cpu_small", "cpu_smallmax")
+              "cpu_small", "cpu_smallmax", "cpu_cps")
 IDLE_KEYS = ("bulk1", "bulk4", "small", "small_offered", "small_loss", "smallmax", "smallmax_offered",
              "smallmax_loss", "cpu_bulk1", "cpu_bulk4", "cpu_small", "cpu_smallmax")
 
@@ -132,7 +133,8 @@ def report(runs: dict[str, Run], d: Durations, idle_n: int, head: list[str], not
                     all_notes.append(f"{title[k]}: {pre}{res[f'{tag}_detail']}")
             shares = [f"{what} {res[f'busy_{tag}']:.0f}% ({res[f'sys_{tag}']:.0f}% of it in the kernel)"
                       for tag, what in (("bulk1", "bulk 1 stream"), ("bulk4", "bulk 4 streams"),
-                                        ("small", "64B paced"), ("smallmax", "64B unpaced"))
+                                        ("small", "64B paced"), ("smallmax", "64B unpaced"),
+                                        ("cps", "new conns"))
                       if res.get(f"busy_{tag}") is not None and res.get(f"sys_{tag}") is not None]
             if shares:
                 all_notes.append(f"{title[k]}: {pre}process CPU, share of one CPU over the load: " + ", ".join(shares))

@@ -363,9 +363,11 @@ class FlowTable:
                 if tflags & 0x07 or not tflags & 0x10:
                     return punt(P_TCP_FLAGS)
             else:
-                if tflags & 0x02 or not tflags & 0x14:  # a SYN, or neither ACK nor RST: the slow path's
+                # A client's SYN, a server's SYN without ACK, or neither ACK nor RST: the slow path's (the
+                # server's SYN-ACK is a plain state move, as in fastpath.c)
+                if (tflags & 0x02 and not (d == OUT and tflags & 0x10)) or not tflags & 0x14:
                     return punt(P_TCP_FLAGS)
-                cls = 3 if tflags & 0x04 else 1 if tflags & 0x01 else 2  # IPVS tcp_state_idx
+                cls = 3 if tflags & 0x04 else 0 if tflags & 0x02 else 1 if tflags & 0x01 else 2  # tcp_state_idx
                 tbl = e.in_table if d == IN else 1
                 output_seen = d == OUT and e.in_table == 2
                 new_state = self._tcp_next[(tbl * 4 + cls) * TCP_NSTATES + (e.state if e.state < TCP_NSTATES else 0)]

@@ -1,16 +1,16 @@
 """The Director's side of the established-flow fast path (``native.FlowTable``, C or its pure twin).
 
-The slow path (:mod:`pylvs.core.pipeline`) is the single authority on policy: it schedules, runs the TCP
-state machine, inserts TOA, answers with ICMP.  Once it has forwarded a packet of a flow whose later
-packets need no decision — TCP in ESTABLISHED with its TOA done, or UDP — it hands the flow to the fast
-path: the tuple, the rewrite, the egress interfaces and next-hop MACs, the server's counter slot.  From
-then on the fast path forwards that flow's packets by itself, in batches, and punts (returns untouched)
-every packet it cannot finish: a SYN, a TTL of 1, a frame over the MTU, a forged TOA option, anything
-malformed.  A TCP flow's teardown (FIN, RST and their ACKs) stays on the fast path: it moves the state with
-IPVS's own tables (pushed by :meth:`FastPath.set_timeouts`) and reports each change, and the Director keeps
-its books from those events (``Director._fast_events``: the flow's state and deadline, the server's
-active/inactive counts).  The slow path takes the punts, and when its server is removed or a next-hop MAC
-changes it takes the flow back.
+The slow path (:mod:`pylvs.core.pipeline`) is the single authority on policy: it schedules, runs the TCP state
+machine, inserts TOA, answers with ICMP. Once it has forwarded a packet of a flow whose later packets need no
+decision — TCP after its SYN (SYN_RECV) or in ESTABLISHED, with its TOA done; or UDP — it hands the flow to
+the fast path: the tuple, the rewrite, the egress interfaces and next-hop MACs, the server's counter slot.
+From then on the fast path forwards that flow's packets by itself, in batches, and punts (returns untouched)
+every packet it cannot finish: a client's SYN, a TTL of 1, a frame over the MTU, a forged TOA option, anything
+malformed. A TCP flow's handshake (the server's SYN-ACK, the client's ACK) and teardown (FIN, RST and their
+ACKs) stay on the fast path: it moves the state with IPVS's own tables (pushed by
+:meth:`FastPath.set_timeouts`) and reports each change, and the Director keeps its books from those events
+(``Director._fast_events``: the flow's state and deadline, the server's active/inactive counts). The slow path
+takes the punts, and when its server is removed or a next-hop MAC changes it takes the flow back.
 
 Two copies of the deadline exist: the flow's (slow path) and the table entry's (moved by every fast
 packet).  The slow path pulls the entry's in before it expires a flow (``ConnTable.refresh``); the entry's
@@ -26,12 +26,15 @@ from pylvs._pure.flowtable import DESC  # noqa: F401 - the descriptor layout (st
 from pylvs.core.conntable import Conn
 from pylvs.core.dest import Dest
 from pylvs.core.packet import IPPROTO_TCP
-from pylvs.core.tcpstate import STATES, TABLES, sCL, sCW, sES, sFW, sLA, sTW
+from pylvs.core.tcpstate import STATES, TABLES, sCL, sCW, sES, sFW, sLA, sSR, sTW
 
-#: TCP states a flow already in the fast path stays there in: ESTABLISHED and the teardown that follows it.
-#: The fast path moves the state itself (IPVS's tables, pushed by set_timeouts) and reports each change
-#: (Director._fast_events); a SYN, which may reopen or reschedule, is always the slow path's.
-FAST_TCP_STATES = frozenset((sES, sFW, sTW, sCL, sCW, sLA))
+#: TCP states the slow path hands a flow over in: SYN_RECV (right after the client's SYN was scheduled and
+#: forwarded: the server's SYN-ACK and the handshake's last ACK are plain state moves) and ESTABLISHED.
+HANDOVER_TCP_STATES = frozenset((sSR, sES))
+#: TCP states a flow already in the fast path stays there in: those and the teardown that follows.  The fast
+#: path moves the state itself (IPVS's tables, pushed by set_timeouts) and reports each change
+#: (Director._fast_events); a client's SYN, which may reopen or reschedule, is always the slow path's.
+FAST_TCP_STATES = frozenset((sSR, sES, sFW, sTW, sCL, sCW, sLA))
 #: the tables as the fast path takes them: [table: INPUT, OUTPUT, INPUT_ONLY][class: syn fin ack rst][state]
 TCP_NEXT = bytes(TABLES[t][cls][st] for t in range(3) for cls in range(4) for st in range(len(STATES)))
 
@@ -114,9 +117,12 @@ class FastPath:
         if c.dest is None or not c.dest.available or not c.alive or c.dest.fid == 0:
             return False
         if c.proto == IPPROTO_TCP:
-            # Handed over in ESTABLISHED; kept through the teardown, whose state changes the fast path makes.
-            if c.state != sES and (c.fslot < 0 or c.state not in FAST_TCP_STATES):
+            # Handed over at the SYN or in ESTABLISHED; kept through the teardown, whose state changes the fast
+            # path makes.
+            if c.state not in HANDOVER_TCP_STATES and (c.fslot < 0 or c.state not in FAST_TCP_STATES):
                 return False
+            # FULLNAT's TOA goes into the handshake's last ACK, and the server's SYN-ACK gets its MSS clamped
+            # to leave room for it: both the slow path's, so such a flow waits for ESTABLISHED.
             if c.mode == "fullnat" and c.svc.toa and not c.toa_done:
                 return False
         return True

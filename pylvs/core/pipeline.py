@@ -550,9 +550,9 @@ class Director:
 
     def _sync(self, c: Conn, ifname: str, nexthop: bytes) -> None:
         """Hand the flow to the fast path or take it back (FastPath.sync) after a forwarded packet."""
-        # A TCP flow outside ESTABLISHED that the fast path does not hold is not eligible, and sync would
-        # only release what is not there: the handshake and the teardown skip the call and the neighbour lookup.
-        if c.fslot >= 0 or c.state == sES or c.proto != IPPROTO_TCP:
+        # A TCP flow outside SYN_RECV/ESTABLISHED that the fast path does not hold is not eligible, and sync
+        # would only release what is not there: those packets skip the call and the neighbour lookup.
+        if c.fslot >= 0 or c.state == sES or c.state == sSR or c.proto != IPPROTO_TCP:
             self.fast.sync(c, ifname, self.neigh.get(ifname, nexthop))
 
     def _forward_in(self, c: Conn, p: Packet, iface: Iface, now: float) -> list[Action]:
@@ -616,7 +616,7 @@ class Director:
             if clamp_mss(p, len(c.svc.toa_option(c.caddr, c.cport))):
                 self.events["mss_clamped"] += 1
         out = self._emit(c.in_ifname, None, c.client_mac, p, now)
-        if c.fslot >= 0 or c.state == sES or c.proto != IPPROTO_TCP:  # as in _sync
+        if c.fslot >= 0 or c.state == sES or c.state == sSR or c.proto != IPPROTO_TCP:  # as in _sync
             route = self._route_to_dest(c)
             if route is None:
                 self.fast.release(c)

@@ -1,9 +1,9 @@
 """The established-flow fast path (``Director.handle_batch``): exact frames out, and the same bytes the
 slow path (``Director.handle``) produces for the same packets, in every mode.
 
-Each conversation opens through the slow path (the handshake is policy: scheduling, state, TOA); its
-data packets then go through ``handle_batch`` and must come out of the fast path — not punted — as the
-exact frames built here from field values.  A FIN is punted and takes the flow back to the slow path.
+Each conversation opens through the slow path (the SYN is policy: scheduling; FULLNAT's TOA too); its later
+packets then go through ``handle_batch`` and must come out of the fast path — not punted — as the exact
+frames built here from field values, and as the slow path's own frames for the same packets.
 """
 
 from __future__ import annotations
@@ -138,6 +138,53 @@ def test_data_packets_take_the_fast_path_byte_exact(mode):
     got = via_batch(d, [syn], "eth0", 11.3)
     assert [(i, f) for i, f, _ in got] == [(i, f) for i, f, _ in via_handle(ref, [syn], "eth0", 11.3)]
     assert all(not fast for *_, fast in got)
+
+
+@pytest.mark.parametrize("mode", ["nat", "dr", "tun", "fullnat"])
+def test_handshake_after_the_syn_takes_the_fast_path(mode):
+    """The slow path schedules the client's SYN and hands the flow over in SYN_RECV: the server's SYN-ACK and
+    the client's ACK are state moves the fast path makes (IPVS's OUTPUT and INPUT tables), with the slow
+    path's exact frames and books.  FULLNAT with TOA waits for ESTABLISHED: the SYN-ACK's MSS clamp and the
+    ACK's TOA are the slow path's."""
+    d, ref = fresh(mode), fresh(mode)
+    syn = c2v(SYN, seq=1000, opts=syn_opts(tsval=111), ident=0x1001)
+    got = via_batch(d, [syn], "eth0", 10.0)
+    assert [(i, f) for i, f, _ in got] == [(i, f) for i, f, _ in via_handle(ref, [syn], "eth0", 10.0)]
+    assert [fast for *_, fast in got] == [False]  # a client's SYN is always the slow path's
+    c, rc = the_conn(d), the_conn(ref)
+    toa_wait = mode == "fullnat"  # examples/fullnat.toml inserts TOA
+    assert c.state_name == "SYN_RECV" and (c.fslot >= 0) == (not toa_wait)
+    rs = {v: k for k, v in RIP.items()}[".".join(str(b) for b in c.daddr)]
+
+    def same_books():
+        d.fast.refresh(c)
+        assert (c.state_name, c.expires, c.no_output, c.inactive) == (rc.state_name, rc.expires, rc.no_output,
+                                                                      rc.inactive)
+        assert (c.dest.active, c.dest.inactive) == (rc.dest.active, rc.dest.inactive)
+
+    same_books()
+    if mode in ("nat", "fullnat"):
+        dst = (CIP, CPORT) if mode == "nat" else (LIP, c.lport)
+        sa = dict(seq=5000, ack=1001, opts=syn_opts(tsval=999, tsecr=111), ident=0x2001)
+        synack = tcp_frame(RS_MAC[rs], D1_MAC, RIP[rs], dst[0], 8080, dst[1], SYN | ACK, **sa)
+        got = via_batch(d, [synack], "eth1", 10.001)
+        assert [(i, f) for i, f, _ in got] == [(i, f) for i, f, _ in via_handle(ref, [synack], "eth1", 10.001)]
+        assert [fast for *_, fast in got] == [not toa_wait]
+        if mode == "nat":
+            assert got[0][:2] == ("eth0", tcp_frame(D0_MAC, C_MAC, VIP, CIP, 80, CPORT, SYN | ACK, ttl=63, **sa))
+        same_books()
+    ack = c2v(ACK, seq=1001, ack=5001, opts=ack_opts(112, 999), ident=0x1002)
+    got = via_batch(d, [ack], "eth0", 10.002)
+    assert [(i, f) for i, f, _ in got] == [(i, f) for i, f, _ in via_handle(ref, [ack], "eth0", 10.002)]
+    assert [fast for *_, fast in got] == [not toa_wait]
+    assert c.state_name == "ESTABLISHED" and not c.inactive and c.dest.active == 1
+    same_books()
+    # Handed over now in every mode (FULLNAT once its TOA went in); the request is forwarded by the fast path.
+    assert c.fslot >= 0
+    q = dict(seq=1001, ack=5001, opts=ack_opts(113, 999), ident=0x1003, payload=REQ)
+    got = via_batch(d, [c2v(ACK | PSH, **q)], "eth0", 10.5)
+    assert [(i, f) for i, f, _ in got] == [(i, f) for i, f, _ in via_handle(ref, [c2v(ACK | PSH, **q)], "eth0", 10.5)]
+    assert [fast for *_, fast in got] == [True]
 
 
 @pytest.mark.parametrize("mode", ["nat", "dr", "tun", "fullnat"])
