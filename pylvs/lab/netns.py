@@ -290,6 +290,11 @@ class Lab:
         v6 = {"net.ipv6.conf.all.disable_ipv6": 1}  # again: 'all' also covers interfaces made since
         for role in self.ns:
             self._sysctl(role, v6)
+        if os.path.isdir("/proc/sys/net/bridge"):
+            # The switch is a switch: when something on the host has loaded br_netfilter, every bridged frame
+            # would also go through the switch namespace's (empty) iptables and conntrack — a cost paid inside
+            # whichever process sent the frame, pylvs's send calls included.  Per namespace since Linux 5.3.
+            self._sysctl("sw", {f"net.bridge.bridge-nf-call-{t}": 0 for t in ("iptables", "ip6tables", "arptables")})
         nofilter = {conf + i + ".rp_filter": 0 for i in ("all", "default", "eth0", "eth1")}
         self._sysctl("gw", {"net.ipv4.ip_forward": 1, **nofilter})
         if self.driver == "tap":
