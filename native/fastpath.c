@@ -200,6 +200,9 @@ static int finish(pn_table *t, pn_desc *d, pkt *p, double now)
             if (((p->flags & TH_SYN) && !(dir == PN_DIR_OUT && (p->flags & TH_ACK))) ||
                 !(p->flags & (TH_ACK | TH_RST)))
                 return PN_PUNT_TCP_FLAGS;
+            /* FULLNAT with TOA lowers the MSS of the server's SYN-ACK by the option's length: the slow path's. */
+            if ((p->flags & TH_SYN) && e->mode == PN_FULLNAT && e->toa_kind)
+                return PN_PUNT_TCP_FLAGS;
             /* IPVS tcp_state_idx: RST, then SYN, then FIN, then ACK; an output packet of a NOOUTPUT flow switches
              * it to the full tables (set_tcp_state). */
             int cls = (p->flags & TH_RST) ? 3 : (p->flags & TH_SYN) ? 0 : (p->flags & TH_FIN) ? 1 : 2;

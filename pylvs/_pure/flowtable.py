@@ -367,6 +367,8 @@ class FlowTable:
                 # server's SYN-ACK is a plain state move, as in fastpath.c)
                 if (tflags & 0x02 and not (d == OUT and tflags & 0x10)) or not tflags & 0x14:
                     return punt(P_TCP_FLAGS)
+                if tflags & 0x02 and e.mode == FULLNAT and e.toa_kind:  # its MSS clamp is the slow path's
+                    return punt(P_TCP_FLAGS)
                 cls = 3 if tflags & 0x04 else 0 if tflags & 0x02 else 1 if tflags & 0x01 else 2  # tcp_state_idx
                 tbl = e.in_table if d == IN else 1
                 output_seen = d == OUT and e.in_table == 2
