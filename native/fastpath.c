@@ -172,6 +172,63 @@ static int parse(pn_table *t, uint8_t *buf, size_t buflen, pn_desc *d, int ifind
     return -1;
 }
 
+/* The TCP options (opt, len) as a receiving TCP walks them (RFC 9293 3.1; pylvs.core.packet.iter_tcp_options):
+ * are they well formed to their very end (no EOL, nothing malformed), with no TOA-looking option?  Then the
+ * slow path's insert_toa would rebuild them as they are behind its TOA, 8 bytes longer, and so does
+ * insert_toa_here; anything else is left to the slow path. */
+static int options_clean(const uint8_t *opt, size_t len, uint8_t kind)
+{
+    size_t i = 0;
+    while (i < len) {
+        uint8_t k = opt[i];
+        if (k == 0)
+            return 0;
+        if (k == 1) {
+            i++;
+            continue;
+        }
+        if (i + 1 >= len)
+            return 0;
+        uint8_t l = opt[i + 1];
+        if (l < 2 || i + l > len || (k == kind && (l == 8 || l == 20)))
+            return 0;
+        i += l;
+    }
+    return 1;
+}
+
+/* Where the MSS option (kind 2, length 4) sits among the options, as clamp_mss finds it; -1 if none. */
+static long find_mss(const uint8_t *opt, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        uint8_t k = opt[i];
+        if (k == 0)
+            return -1;
+        if (k == 1) {
+            i++;
+            continue;
+        }
+        if (i + 1 >= len)
+            return -1;
+        uint8_t l = opt[i + 1];
+        if (l < 2 || i + l > len)
+            return -1;
+        if (k == 2 && l == 4)
+            return (long)i;
+        i += l;
+    }
+    return -1;
+}
+
+/* The TCP checksum from scratch over a segment of seg bytes (pylvs.core.toa.fix_tcp_checksum). */
+static void tcp_checksum(uint8_t *ip, uint8_t *l4, size_t seg)
+{
+    l4[16] = l4[17] = 0;
+    uint64_t s = pn_csum_partial(ip + 12, 4, 0) + pn_csum_partial(ip + 16, 4, 0) + 6 + seg;
+    wr16(l4 + 16, pn_csum_fold(pn_csum_partial(l4, seg, s)));
+}
+
 /* Second half: the flow, the decision, the rewrite.  Returns a punt reason, or -1 when forwarded. */
 static int finish(pn_table *t, pn_desc *d, pkt *p, double now)
 {
@@ -199,9 +256,6 @@ static int finish(pn_table *t, pn_desc *d, pkt *p, double now)
         } else {
             if (((p->flags & TH_SYN) && !(dir == PN_DIR_OUT && (p->flags & TH_ACK))) ||
                 !(p->flags & (TH_ACK | TH_RST)))
-                return PN_PUNT_TCP_FLAGS;
-            /* FULLNAT with TOA lowers the MSS of the server's SYN-ACK by the option's length: the slow path's. */
-            if ((p->flags & TH_SYN) && e->mode == PN_FULLNAT && e->toa_kind)
                 return PN_PUNT_TCP_FLAGS;
             /* IPVS tcp_state_idx: RST, then SYN, then FIN, then ACK; an output packet of a NOOUTPUT flow switches
              * it to the full tables (set_tcp_state). */
@@ -244,19 +298,44 @@ static int finish(pn_table *t, pn_desc *d, pkt *p, double now)
     size_t off = (size_t)(f - p->base);
     if (encap && off < 20)
         return PN_PUNT_HEADROOM;
+    /* FULLNAT with TOA, as the slow path does it (pipeline.py _toa, _toa_due, _forward_out): the TOA goes
+     * into the client's ACK that completes the handshake (ACK, no RST, in SYN_RECV), once; a server's SYN-ACK
+     * has its MSS lowered by the TOA's length so the grown segments still fit.  Only the plain cases are done
+     * here (clean options, room in the header and the MTU, a frame that is not a super-frame); the others, and
+     * a full event buffer, are the slow path's. */
+    int toa_ins = 0;
+    long mss_at = -1;
+    if (p->proto == 6 && e->mode == PN_FULLNAT && e->toa_kind) {
+        if (dir == PN_DIR_IN && (e->flags & PN_F_TOA) && t->tcp_track && !(p->flags & TH_RST) &&
+            (p->flags & TH_ACK) && e->state == PN_TCP_SR) {
+            if (d->gso_type || off < PN_TOA_LEN || p->doff + PN_TOA_LEN > 60 || total + PN_TOA_LEN > out->mtu ||
+                !options_clean(l4 + 20, p->doff - 20, e->toa_kind))
+                return PN_PUNT_TOA;
+            toa_ins = 1;
+        } else if (dir == PN_DIR_OUT && (p->flags & TH_SYN)) {
+            if (d->gso_type)
+                return PN_PUNT_TOA;
+            mss_at = find_mss(l4 + 20, p->doff - 20);
+            if (mss_at >= 0 && rd16(l4 + 20 + mss_at + 2) <= PN_TOA_LEN)
+                mss_at = -1; /* clamp_mss leaves an MSS this small alone */
+        }
+        if ((toa_ins || mss_at >= 0) && t->nevents >= PN_EVENTS_MAX)
+            return PN_PUNT_TOA; /* no room to tell the slow path */
+    }
 
     /* Decided: forward.  From here on the frame is edited.  A partial checksum stays partial where the egress
      * port takes it so (the pseudo-header part kept right below); elsewhere, or when it is about to be
      * wrapped in IP-in-IP, it is finished first, exactly as the slow path would. */
-    if ((d->flags & PN_CSUM_PARTIAL) && (!out->offload || encap)) {
+    if ((d->flags & PN_CSUM_PARTIAL) && (!out->offload || encap || toa_ins || mss_at >= 0)) {
         pn_complete_l4_checksum(f, ETH_HLEN + total);
         d->flags &= (uint8_t)~PN_CSUM_PARTIAL;
     }
     if (d->flags & PN_CSUM_PARTIAL)
         udp = PARTIAL;
     if (new_state >= 0) {
-        if (new_state != e->state || output_seen)
+        if (new_state != e->state || output_seen || toa_ins || mss_at >= 0)
             t->events[t->nevents++] = (uint32_t)(link >> 1) << 8 | (output_seen ? PN_EV_OUTPUT_SEEN : 0) |
+                                      (toa_ins ? PN_EV_TOA : 0) | (mss_at >= 0 ? PN_EV_MSS : 0) |
                                       (uint32_t)new_state;
         e->state = (uint8_t)new_state;
         if (output_seen)
@@ -295,6 +374,40 @@ static int finish(pn_table *t, pn_desc *d, pkt *p, double now)
             set_addr(ip, csum, udp, 16, e->caddr);
             set_port(l4 + 2, csum, udp, e->cport);
         }
+    }
+    if (mss_at >= 0) {
+        /* clamp_mss: the MSS field patched in the checksum where it sits on a 16-bit boundary of the segment,
+         * the checksum recomputed where it does not. */
+        uint8_t *m = l4 + 20 + mss_at + 2;
+        uint16_t old = rd16(m), nw = (uint16_t)(old - PN_TOA_LEN);
+        wr16(m, nw);
+        if ((m - l4) & 1)
+            tcp_checksum(ip, l4, total - 20);
+        else
+            wr16(csum, pn_csum_replace2(rd16(csum), old, nw));
+    }
+    if (toa_ins) {
+        /* insert_toa: the option first among the options.  The headers move 8 bytes to the left (the batch's
+         * headroom) and the payload stays; doff and the total length grow, the IP checksum follows the length
+         * (RFC 1624) and the TCP checksum is summed again, as the slow path does. */
+        uint8_t *nf = f - PN_TOA_LEN;
+        memmove(nf, f, ETH_HLEN + 40);
+        f = nf;
+        ip = f + ETH_HLEN;
+        l4 = ip + 20;
+        uint8_t *o = l4 + 20;
+        o[0] = e->toa_kind;
+        o[1] = PN_TOA_LEN;
+        memcpy(o + 2, &e->cport, 2);
+        memcpy(o + 4, &e->caddr, 4);
+        l4[12] = (uint8_t)(((p->doff + PN_TOA_LEN) / 4) << 4 | (l4[12] & 0x0F));
+        uint16_t ot = rd16(ip + 2), nt = (uint16_t)(ot + PN_TOA_LEN);
+        wr16(ip + 2, nt);
+        wr16(ip + 10, pn_csum_replace2(rd16(ip + 10), ot, nt));
+        total += PN_TOA_LEN;
+        tcp_checksum(ip, l4, total - 20);
+        off -= PN_TOA_LEN;
+        e->flags &= (uint8_t)~PN_F_TOA;
     }
     size_t len = ETH_HLEN + total; /* Ethernet padding is not ours to forward (RFC 894) */
     if (encap) {

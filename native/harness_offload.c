@@ -195,9 +195,66 @@ static void check_tcp_track(void)
     pn_table_free(&t);
 }
 
+/* FULLNAT's TOA into the handshake's last ACK: the headers move 8 bytes into the headroom, exactly to the
+ * buffer's start here (an exact allocation: one byte less of headroom and the frame is punted untouched). */
+static void check_toa(void)
+{
+    g_phase = "toa";
+    pn_table t;
+    uint8_t key[16] = {0};
+    CHECK(pn_table_init(&t, 4, key, 2) == 0, "table");
+    const uint8_t mac_in[6] = {2, 0, 0, 0, 0, 1}, mac_out[6] = {2, 0, 0, 0, 0, 2};
+    t.ifaces[0].used = 1, memcpy(t.ifaces[0].mac, mac_in, 6), t.ifaces[0].mtu = 1500;
+    t.ifaces[1].used = 1, memcpy(t.ifaces[1].mac, mac_out, 6), t.ifaces[1].mtu = 1500;
+    for (int a = 0; a < 3; a++)
+        for (int c = 0; c < 4; c++)
+            for (int st = 0; st < PN_TCP_NSTATES; st++)
+                t.tcp_next[a][c][st] = PN_TCP_ES;
+    t.tcp_track = 1;
+    size_t len;
+    uint8_t *f = super_frame(0, rn(100), &len);
+    memcpy(f, mac_in, 6);
+    uint8_t *ip = f + ETH, *l4 = ip + 20;
+    size_t doff = (size_t)(l4[12] >> 4) * 4, l4len = len - ETH - 20;
+    memset(l4 + 20, 1, doff - 20); /* NOPs: clean options */
+    l4[13] = 0x10;                 /* ACK */
+    l4[16] = l4[17] = 0;
+    p16(l4 + 16, (uint16_t)~oc_add(ref_pseudo(ip, (uint32_t)l4len), ref_sum(l4, l4len)));
+    uint32_t c, v;
+    uint16_t cp, vp;
+    memcpy(&c, ip + 12, 4), memcpy(&v, ip + 16, 4), memcpy(&cp, l4, 2), memcpy(&vp, l4 + 2, 2);
+    for (size_t room = PN_TOA_LEN - 1; room <= PN_TOA_LEN; room++) {
+        int64_t s = pn_insert(&t, 6, c, cp, v, vp, v ^ 2u, cp, v ^ 1u, vp, PN_FULLNAT, 1, 1e9);
+        CHECK(s >= 0, "insert");
+        pn_entry *e = &t.e[s];
+        e->flags |= PN_F_FAST | PN_F_TOA, e->in_if = 0, e->out_if = 1, e->state = PN_TCP_SR, e->toa_kind = 254;
+        uint8_t *b = exact_alloc(room + len);
+        memcpy(b + room, f, len);
+        pn_desc d = {(uint32_t)room, (uint32_t)len, 0, 0, 0, 0, 0};
+        t.nevents = 0;
+        pn_process(&t, b, room + len, &d, 1, 0, 1.0);
+        if (room < PN_TOA_LEN) {
+            CHECK(d.verdict == -1 && d.reason == PN_PUNT_TOA && (e->flags & PN_F_TOA), "no headroom: punted");
+            CHECK(memcmp(b + room, f, len) == 0, "punted untouched");
+        } else {
+            CHECK(d.verdict == 1 && d.off == 0 && d.len == len + PN_TOA_LEN && !(e->flags & PN_F_TOA), "TOA in");
+            CHECK(t.nevents == 1 && (t.events[0] & PN_EV_TOA), "TOA event");
+            CHECK(b[ETH + 20 + 20] == 254 && ref_sum(b + ETH, 20) == 0xFFFF, "TOA first, IP checksum");
+        }
+        free(b);
+        pn_remove(&t, s);
+    }
+    free(f);
+    pn_table_free(&t);
+}
+
 void check_offload_once(void)
 {
-    uint32_t r = rn(4);
+    uint32_t r = rn(5);
+    if (r == 4) {
+        check_toa();
+        return;
+    }
     if (r == 3) {
         check_tcp_track();
         return;

@@ -387,22 +387,23 @@ static PyObject *FT_get(FlowTable *s, PyObject *arg)
         return NULL;
     pn_entry *e = &s->t.e[slot];
     return Py_BuildValue(
-        "{sisNsisNsisNsisNsisisNsNsdsisisNsNsisisisi}", "proto", e->proto, "caddr", addr_bytes(e->caddr), "cport",
+        "{sisNsisNsisNsisNsisisNsNsdsisisNsNsisisisisN}", "proto", e->proto, "caddr", addr_bytes(e->caddr), "cport",
         ntohs(e->cport), "vaddr", addr_bytes(e->vaddr), "vport", ntohs(e->vport), "laddr", addr_bytes(e->laddr),
         "lport", ntohs(e->lport), "daddr", addr_bytes(e->daddr), "dport", ntohs(e->dport), "mode", e->mode,
         "has_out", PyBool_FromLong(e->flags & PN_F_HAS_OUT), "fast", PyBool_FromLong(e->flags & PN_F_FAST), "expires", e->expires, "in_if",
         e->in_if, "out_if", e->out_if, "client_mac", mac_bytes(e->client_mac), "rs_mac", mac_bytes(e->rs_mac),
-        "dest_id", e->dest_id, "toa_kind", e->toa_kind, "state", e->state, "in_table", e->in_table);
+        "dest_id", e->dest_id, "toa_kind", e->toa_kind, "state", e->state, "in_table", e->in_table, "toa_due",
+        PyBool_FromLong(e->flags & PN_F_TOA));
 }
 
 static PyObject *FT_set_fast(FlowTable *s, PyObject *args)
 {
     READY(s);
     Py_ssize_t slot;
-    int in_if, out_if, dest_id, toa_kind, state = PN_TCP_ES, in_table = 0;
+    int in_if, out_if, dest_id, toa_kind, state = PN_TCP_ES, in_table = 0, toa_due = 0;
     PyObject *cmac, *rmac;
-    if (!PyArg_ParseTuple(args, "niOiOii|ii", &slot, &in_if, &cmac, &out_if, &rmac, &dest_id, &toa_kind, &state,
-                          &in_table))
+    if (!PyArg_ParseTuple(args, "niOiOii|iip", &slot, &in_if, &cmac, &out_if, &rmac, &dest_id, &toa_kind, &state,
+                          &in_table, &toa_due))
         return NULL;
     if (state < 0 || state >= PN_TCP_NSTATES || (in_table != 0 && in_table != 2)) {
         PyErr_SetString(PyExc_ValueError, "state must be 0..10 and in_table 0 or 2");
@@ -427,7 +428,7 @@ static PyObject *FT_set_fast(FlowTable *s, PyObject *args)
     e->toa_kind = (uint8_t)toa_kind;
     e->state = (uint8_t)state;
     e->in_table = (uint8_t)in_table;
-    e->flags |= PN_F_FAST;
+    e->flags = (uint8_t)((e->flags & ~PN_F_TOA) | PN_F_FAST | (toa_due && toa_kind ? PN_F_TOA : 0));
     Py_RETURN_NONE;
 }
 
@@ -650,11 +651,13 @@ static PyMethodDef FT_methods[] = {
     {"remove", (PyCFunction)FT_remove, METH_O, "remove(slot) -> bool"},
     {"get", (PyCFunction)FT_get, METH_O, "get(slot) -> dict"},
     {"set_fast", (PyCFunction)FT_set_fast, METH_VARARGS,
-     "set_fast(slot, in_if, client_mac, out_if, rs_mac, dest_id, toa_kind, state=ESTABLISHED, in_table=0)"},
+     "set_fast(slot, in_if, client_mac, out_if, rs_mac, dest_id, toa_kind, state=ESTABLISHED, in_table=0, "
+     "toa_due=False)"},
     {"set_tcp_states", (PyCFunction)FT_set_tcp_states, METH_VARARGS,
      "set_tcp_states(next, timeouts): the fast path moves TCP states itself from now on"},
     {"drain_events", (PyCFunction)FT_drain_events, METH_NOARGS,
-     "drain_events() -> [slot << 8 | 0x80 if output seen | new state] since the last call"},
+     "drain_events() -> [slot << 8 | 0x80 output seen | 0x40 TOA inserted | 0x20 MSS clamped | new state] since "
+     "the last call"},
     {"clear_fast", (PyCFunction)FT_clear_fast, METH_O, "clear_fast(slot)"},
     {"expires", (PyCFunction)FT_expires, METH_O, "expires(slot) -> float"},
     {"set_expires", (PyCFunction)FT_set_expires, METH_VARARGS, "set_expires(slot, t)"},

@@ -61,6 +61,7 @@ enum { PN_DIR_IN = 0, PN_DIR_OUT = 1 };
 #define PN_F_USED 1u
 #define PN_F_HAS_OUT 2u
 #define PN_F_FAST 4u
+#define PN_F_TOA 8u /* FULLNAT: the client's TOA is still due (in the ACK that completes the handshake) */
 
 /* One flow, 64 bytes.  Addresses and ports are kept in network byte order, as they sit in the packet, so
  * the fast path compares and copies them without swapping. */
@@ -102,7 +103,8 @@ enum {
     PN_PUNT_TCP_FLAGS,    /* SYN, FIN, RST or no ACK: a state change is for the slow path */
     PN_PUNT_TTL,
     PN_PUNT_MTU,
-    PN_PUNT_TOA,          /* a client-supplied TOA-kind option to strip */
+    PN_PUNT_TOA,          /* a client-supplied TOA-kind option to strip, or a TOA/MSS edit only the slow path
+                           * makes (no room, over the MTU, odd options, a super-frame) */
     PN_PUNT_HEADROOM,     /* TUN needs 20 bytes before the frame */
     PN_PUNT_IFACE,        /* unknown ingress/egress interface index */
     PN_PUNT_GSO,          /* a GSO super-frame the egress cannot take whole (no offload, TUN, odd type) */
@@ -111,9 +113,14 @@ enum {
 
 #define PN_TCP_NSTATES 11
 #define PN_TCP_ES 1
+#define PN_TCP_SR 3
 #define PN_EVENTS_MAX 256
-/* An event: a fast flow's TCP state changed here.  slot << 8 | PN_EV_OUTPUT_SEEN? | new state. */
-#define PN_EV_OUTPUT_SEEN 0x80u
+/* An event: a fast flow's books changed here.  slot << 8 | flags | new state (< 32).  Flags: */
+#define PN_EV_OUTPUT_SEEN 0x80u /* an output packet of a NOOUTPUT flow: the full tables from now on */
+#define PN_EV_TOA 0x40u         /* FULLNAT: the TOA went into this ACK */
+#define PN_EV_MSS 0x20u         /* FULLNAT with TOA: the server's SYN-ACK had its MSS lowered */
+#define PN_EV_STATE 0x1Fu
+#define PN_TOA_LEN 8            /* the IPv4 TOA option: kind, length, port, address */
 
 typedef struct {
     uint32_t capacity;  /* hard limit on flows */

@@ -41,7 +41,13 @@ _PARTIAL = 2  # _patch_l4's third kind of checksum, after TCP (False) and UDP (T
 TCP_NSTATES = 11
 TCP_ES = 1
 EVENTS_MAX = 256
-EV_OUTPUT_SEEN = 0x80  # an event's flag: an output packet of a NOOUTPUT flow (it uses the full tables now)
+# An event is slot << 8 | flags | new state (pylvs_native.h PN_EV_*).  Flags:
+EV_OUTPUT_SEEN = 0x80  # an output packet of a NOOUTPUT flow (it uses the full tables now)
+EV_TOA = 0x40  # FULLNAT: the TOA went into this ACK
+EV_MSS = 0x20  # FULLNAT with TOA: the server's SYN-ACK had its MSS lowered
+EV_STATE = 0x1F
+TOA_LEN = 8  # the IPv4 TOA option: kind, length, port, address
+TCP_SR = 3
 
 _u16 = struct.Struct("!H")
 
@@ -49,7 +55,7 @@ _u16 = struct.Struct("!H")
 class _Entry:
     __slots__ = ("proto", "caddr", "cport", "vaddr", "vport", "laddr", "lport", "daddr", "dport", "mode",
                  "has_out", "fast", "expires", "in_if", "out_if", "client_mac", "rs_mac", "dest_id", "toa_kind",
-                 "state", "in_table")
+                 "state", "in_table", "toa_due")
 
 
 def _addr(a) -> bytes:
@@ -161,6 +167,7 @@ class FlowTable:
         e.fast = False
         e.expires = float(expires)
         e.in_if = e.out_if = e.dest_id = e.toa_kind = e.state = e.in_table = 0
+        e.toa_due = False
         e.client_mac = e.rs_mac = b"\x00" * 6
         self._e[slot] = e
         self._index[ik] = slot << 1 | IN
@@ -194,7 +201,7 @@ class FlowTable:
         return {k: getattr(e, k) for k in _Entry.__slots__}
 
     def set_fast(self, slot: int, in_if: int, client_mac, out_if: int, rs_mac, dest_id: int, toa_kind: int,
-                 state: int = TCP_ES, in_table: int = 0) -> None:
+                 state: int = TCP_ES, in_table: int = 0, toa_due: bool = False) -> None:
         e = self._entry(slot)
         if not (0 <= in_if < MAX_INTERFACES and 0 <= out_if < MAX_INTERFACES and 0 <= dest_id < self._ndests
                 and 0 <= toa_kind <= 255):
@@ -204,6 +211,7 @@ class FlowTable:
         e.client_mac, e.rs_mac = _mac(client_mac), _mac(rs_mac)
         e.in_if, e.out_if, e.dest_id, e.toa_kind = in_if, out_if, dest_id, toa_kind
         e.state, e.in_table = state, in_table
+        e.toa_due = bool(toa_due and toa_kind)  # FULLNAT: the handshake's last ACK gets the TOA here
         e.fast = True
 
     def set_tcp_states(self, nxt, timeouts) -> None:
@@ -367,8 +375,6 @@ class FlowTable:
                 # server's SYN-ACK is a plain state move, as in fastpath.c)
                 if (tflags & 0x02 and not (d == OUT and tflags & 0x10)) or not tflags & 0x14:
                     return punt(P_TCP_FLAGS)
-                if tflags & 0x02 and e.mode == FULLNAT and e.toa_kind:  # its MSS clamp is the slow path's
-                    return punt(P_TCP_FLAGS)
                 cls = 3 if tflags & 0x04 else 0 if tflags & 0x02 else 1 if tflags & 0x01 else 2  # tcp_state_idx
                 tbl = e.in_table if d == IN else 1
                 output_seen = d == OUT and e.in_table == 2
@@ -393,16 +399,35 @@ class FlowTable:
             return punt(P_TOA)
         if encap and off < 20:
             return punt(P_HEADROOM)
+        # FULLNAT with TOA, the plain cases (fastpath.c): the TOA into the handshake's last ACK, the server's
+        # SYN-ACK MSS lowered by its length.
+        toa_ins, mss_at = False, -1
+        if proto == 6 and e.mode == FULLNAT and e.toa_kind:
+            if (d == IN and e.toa_due and self._tcp_next is not None and not tflags & 0x04 and tflags & 0x10
+                    and e.state == TCP_SR):
+                if (gso_type or off < TOA_LEN or doff + TOA_LEN > 60 or total + TOA_LEN > out[2]
+                        or not _options_clean(buf, l4 + 20, l4 + doff, e.toa_kind)):
+                    return punt(P_TOA)
+                toa_ins = True
+            elif d == OUT and tflags & 0x02:
+                if gso_type:
+                    return punt(P_TOA)
+                mss_at = _find_mss(buf, l4 + 20, l4 + doff)
+                if mss_at >= 0 and _u16.unpack_from(buf, mss_at + 2)[0] <= TOA_LEN:
+                    mss_at = -1  # clamp_mss leaves an MSS this small alone
+            if (toa_ins or mss_at >= 0) and len(self._events) >= EVENTS_MAX:
+                return punt(P_TOA)
 
         # Decided: forward.  A partial checksum stays so where the egress takes it; elsewhere it is finished.
-        if flags & CSUM_PARTIAL and (not out[3] or encap):
+        if flags & CSUM_PARTIAL and (not out[3] or encap or toa_ins or mss_at >= 0):
             complete_checksum(memoryview(buf)[off:off + 14 + total])
             flags &= ~CSUM_PARTIAL
         if flags & CSUM_PARTIAL:
             udp = _PARTIAL
         if new_state >= 0:
-            if new_state != e.state or output_seen:
-                self._events.append(link >> 1 << 8 | (EV_OUTPUT_SEEN if output_seen else 0) | new_state)
+            if new_state != e.state or output_seen or toa_ins or mss_at >= 0:
+                self._events.append(link >> 1 << 8 | (EV_OUTPUT_SEEN if output_seen else 0)
+                                    | (EV_TOA if toa_ins else 0) | (EV_MSS if mss_at >= 0 else 0) | new_state)
             e.state = new_state
             if output_seen:
                 e.in_table = 0
@@ -433,6 +458,25 @@ class FlowTable:
             if e.mode == FULLNAT:
                 _set_addr(buf, ip, csum, udp, 16, e.caddr)
                 _set_port(buf, l4 + 2, csum, udp, e.cport)
+        if mss_at >= 0:  # clamp_mss: patched on a 16-bit boundary of the segment, summed again elsewhere
+            old = _u16.unpack_from(buf, mss_at + 2)[0]
+            _u16.pack_into(buf, mss_at + 2, old - TOA_LEN)
+            if (mss_at + 2 - l4) & 1:
+                _tcp_checksum(buf, ip, l4, total - 20)
+            else:
+                _u16.pack_into(buf, csum, csum_replace2(_u16.unpack_from(buf, csum)[0], old, old - TOA_LEN))
+        if toa_ins:  # insert_toa: headers 8 bytes to the left, the option first among the options
+            nf = off - TOA_LEN
+            buf[nf:nf + 54] = bytes(buf[off:off + 54])
+            off, ip, l4 = nf, nf + 14, nf + 34
+            buf[l4 + 20:l4 + 28] = bytes((e.toa_kind, TOA_LEN)) + _u16.pack(e.cport) + e.caddr
+            buf[l4 + 12] = (doff + TOA_LEN) // 4 << 4 | (buf[l4 + 12] & 0x0F)
+            ot = _u16.unpack_from(buf, ip + 2)[0]
+            _u16.pack_into(buf, ip + 2, ot + TOA_LEN)
+            _u16.pack_into(buf, ip + 10, csum_replace2(_u16.unpack_from(buf, ip + 10)[0], ot, ot + TOA_LEN))
+            total += TOA_LEN
+            _tcp_checksum(buf, ip, l4, total - 20)
+            e.toa_due = False
         ln = 14 + total
         if encap:
             nf = off - 20
@@ -491,6 +535,50 @@ def _set_port(buf, at: int, csum: int, udp: bool, value: int) -> None:
     buf[at:at + 2] = new
     if udp != _PARTIAL:  # not in the pseudo header: a partial checksum is finished over the new port anyway
         _patch_l4(buf, csum, udp, old, new)
+
+
+def _options_clean(buf, i: int, end: int, kind: int) -> bool:
+    """Are the TCP options well formed to their end (no EOL), with no TOA-looking one (fastpath.c)?"""
+    while i < end:
+        k = buf[i]
+        if k == 0:
+            return False
+        if k == 1:
+            i += 1
+            continue
+        if i + 1 >= end:
+            return False
+        ln = buf[i + 1]
+        if ln < 2 or i + ln > end or (k == kind and ln in (8, 20)):
+            return False
+        i += ln
+    return True
+
+
+def _find_mss(buf, i: int, end: int) -> int:
+    """The offset of the MSS option (kind 2, length 4) as clamp_mss finds it, or -1."""
+    while i < end:
+        k = buf[i]
+        if k == 0:
+            return -1
+        if k == 1:
+            i += 1
+            continue
+        if i + 1 >= end:
+            return -1
+        ln = buf[i + 1]
+        if ln < 2 or i + ln > end:
+            return -1
+        if k == 2 and ln == 4:
+            return i
+        i += ln
+    return -1
+
+
+def _tcp_checksum(buf, ip: int, l4: int, seg: int) -> None:
+    buf[l4 + 16:l4 + 18] = b"\0\0"
+    s = csum_partial(bytes(buf[ip + 12:ip + 20])) + 6 + seg
+    _u16.pack_into(buf, l4 + 16, csum_fold(csum_partial(bytes(buf[l4:l4 + seg]), s)))
 
 
 def _has_option(buf, i: int, end: int, kind: int) -> bool:

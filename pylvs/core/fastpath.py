@@ -121,9 +121,10 @@ class FastPath:
             # path makes.
             if c.state not in HANDOVER_TCP_STATES and (c.fslot < 0 or c.state not in FAST_TCP_STATES):
                 return False
-            # FULLNAT's TOA goes into the handshake's last ACK, and the server's SYN-ACK gets its MSS clamped
-            # to leave room for it: both the slow path's, so such a flow waits for ESTABLISHED.
-            if c.mode == "fullnat" and c.svc.toa and not c.toa_done:
+            # FULLNAT's TOA goes into the handshake's last ACK (the server's SYN-ACK gets its MSS lowered to
+            # leave room for it): the fast path does both for a flow it takes at the SYN (set_fast's toa_due);
+            # one that reached another state without its TOA stays with the slow path.
+            if c.mode == "fullnat" and c.svc.toa and not c.toa_done and c.state != sSR:
                 return False
         return True
 
@@ -148,7 +149,7 @@ class FastPath:
         # (an entry already there got the slow path's new deadline from Director._set_timeout)
         toa = c.svc.toa_kind if c.mode == "fullnat" and c.proto == IPPROTO_TCP and c.svc.toa else 0
         t.set_fast(c.fslot, in_if, c.client_mac, out_if, nexthop_mac, c.dest.fid, toa, c.state,
-                   2 if c.no_output else 0)
+                   2 if c.no_output else 0, bool(toa) and not c.toa_done)
 
     def release(self, c: Conn) -> None:
         """Take the flow back to the slow path (its entry leaves the table)."""

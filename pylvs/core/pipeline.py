@@ -283,9 +283,10 @@ class Director:
             self.fast.push_deadline(c)
 
     def _fast_events(self, events: list[int], now: float) -> None:
-        """TCP state changes the fast path made (FIN, RST, the teardown's ACKs of flows it holds): the books
-        _set_state keeps for the slow path's own packets — the flow's state and deadline, the server's
-        active/inactive counts (lc/wlc schedule by them) — kept here, before the next frame is looked at."""
+        """What the fast path did to flows it holds (the handshake's SYN-ACK and ACK, FIN, RST, the teardown's
+        ACKs; FULLNAT's TOA and MSS clamp): the books the slow path keeps for its own packets — the flow's
+        state and deadline, the server's active/inactive counts (lc/wlc schedule by them), TOA done, the
+        counters — kept here, before the next frame is looked at."""
         conns, timeouts = self.fast.conns, self._tcp_timeouts
         for ev in events:
             c = conns.get(ev >> 8)
@@ -293,7 +294,12 @@ class Director:
                 continue
             if ev & 0x80:  # an output packet of a NOOUTPUT flow: it uses the full tables now
                 c.no_output = False
-            new = ev & 0x7F
+            if ev & 0x40:  # the TOA went into the handshake's last ACK (as _toa does it)
+                c.toa_done = True
+                self.events["toa_inserted"] += 1
+            if ev & 0x20:  # the server's SYN-ACK had its MSS lowered (as _forward_out does it)
+                self.events["mss_clamped"] += 1
+            new = ev & 0x1F
             d = c.dest
             if new != c.state and d is not None:
                 if not c.inactive and new != sES:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from golden_helpers import (
-    ACK, C_MAC, CIP, D0_MAC, D1_MAC, DIP1, FIN, LIP, PSH, RIP, RS_MAC, SYN, VIP, ack_opts, fresh, ipip_frame,
-    syn_opts, the_conn, toa,
+    ACK, C_MAC, CIP, D0_MAC, D1_MAC, DIP1, FIN, LIP, MSS1452, MSS1460, PSH, RIP, RS_MAC, SYN, VIP, ack_opts, fresh,
+    ipip_frame, syn_opts, the_conn, toa,
 )
 from pylvs.core.batch import Batch
 from pylvs.core.pipeline import Send
@@ -144,53 +144,59 @@ def test_data_packets_take_the_fast_path_byte_exact(mode):
 def test_handshake_after_the_syn_takes_the_fast_path(mode):
     """The slow path schedules the client's SYN and hands the flow over in SYN_RECV: the server's SYN-ACK and
     the client's ACK are state moves the fast path makes (IPVS's OUTPUT and INPUT tables), with the slow
-    path's exact frames and books.  FULLNAT with TOA waits for ESTABLISHED: the SYN-ACK's MSS clamp and the
-    ACK's TOA are the slow path's."""
+    path's exact frames and books.  In FULLNAT (examples/fullnat.toml inserts TOA) the fast path also lowers
+    the SYN-ACK's MSS by the TOA's 8 bytes and puts the TOA into the ACK, as the slow path does."""
     d, ref = fresh(mode), fresh(mode)
     syn = c2v(SYN, seq=1000, opts=syn_opts(tsval=111), ident=0x1001)
     got = via_batch(d, [syn], "eth0", 10.0)
     assert [(i, f) for i, f, _ in got] == [(i, f) for i, f, _ in via_handle(ref, [syn], "eth0", 10.0)]
     assert [fast for *_, fast in got] == [False]  # a client's SYN is always the slow path's
     c, rc = the_conn(d), the_conn(ref)
-    toa_wait = mode == "fullnat"  # examples/fullnat.toml inserts TOA
-    assert c.state_name == "SYN_RECV" and (c.fslot >= 0) == (not toa_wait)
+    assert c.state_name == "SYN_RECV" and c.fslot >= 0
     rs = {v: k for k, v in RIP.items()}[".".join(str(b) for b in c.daddr)]
 
     def same_books():
         d.fast.refresh(c)
-        assert (c.state_name, c.expires, c.no_output, c.inactive) == (rc.state_name, rc.expires, rc.no_output,
-                                                                      rc.inactive)
+        assert (c.state_name, c.expires, c.no_output, c.inactive, c.toa_done) == (
+            rc.state_name, rc.expires, rc.no_output, rc.inactive, rc.toa_done)
         assert (c.dest.active, c.dest.inactive) == (rc.dest.active, rc.dest.inactive)
+        assert {k: v for k, v in d.events.items() if v} == {k: v for k, v in ref.events.items() if v}
 
     same_books()
     if mode in ("nat", "fullnat"):
         dst = (CIP, CPORT) if mode == "nat" else (LIP, c.lport)
-        sa = dict(seq=5000, ack=1001, opts=syn_opts(tsval=999, tsecr=111), ident=0x2001)
-        synack = tcp_frame(RS_MAC[rs], D1_MAC, RIP[rs], dst[0], 8080, dst[1], SYN | ACK, **sa)
+        sa = dict(seq=5000, ack=1001, ident=0x2001)
+        synack = tcp_frame(RS_MAC[rs], D1_MAC, RIP[rs], dst[0], 8080, dst[1], SYN | ACK,
+                           opts=syn_opts(tsval=999, tsecr=111), **sa)
         got = via_batch(d, [synack], "eth1", 10.001)
         assert [(i, f) for i, f, _ in got] == [(i, f) for i, f, _ in via_handle(ref, [synack], "eth1", 10.001)]
-        assert [fast for *_, fast in got] == [not toa_wait]
-        if mode == "nat":
-            assert got[0][:2] == ("eth0", tcp_frame(D0_MAC, C_MAC, VIP, CIP, 80, CPORT, SYN | ACK, ttl=63, **sa))
+        assert [fast for *_, fast in got] == [True]
+        mss = MSS1460 if mode == "nat" else MSS1452
+        assert got[0][:2] == ("eth0", tcp_frame(D0_MAC, C_MAC, VIP, CIP, 80, CPORT, SYN | ACK, ttl=63,
+                                                opts=syn_opts(mss=mss, tsval=999, tsecr=111), **sa))
         same_books()
-    ack = c2v(ACK, seq=1001, ack=5001, opts=ack_opts(112, 999), ident=0x1002)
+    a = dict(seq=1001, ack=5001, ident=0x1002)
+    ack = c2v(ACK, opts=ack_opts(112, 999), **a)
     got = via_batch(d, [ack], "eth0", 10.002)
     assert [(i, f) for i, f, _ in got] == [(i, f) for i, f, _ in via_handle(ref, [ack], "eth0", 10.002)]
-    assert [fast for *_, fast in got] == [not toa_wait]
+    assert [fast for *_, fast in got] == [True]
+    if mode == "fullnat":
+        assert got[0][:2] == ("eth1", tcp_frame(D1_MAC, RS_MAC[rs], LIP, RIP[rs], c.lport, 8080, ACK, ttl=63,
+                                                opts=toa(CPORT, CIP) + ack_opts(112, 999), **a))
+        assert c.toa_done and d.events["toa_inserted"] == 1 and d.events["mss_clamped"] == 1
     assert c.state_name == "ESTABLISHED" and not c.inactive and c.dest.active == 1
     same_books()
-    # Handed over now in every mode (FULLNAT once its TOA went in); the request is forwarded by the fast path.
-    assert c.fslot >= 0
+    # The request is forwarded by the fast path (no TOA again).
     q = dict(seq=1001, ack=5001, opts=ack_opts(113, 999), ident=0x1003, payload=REQ)
     got = via_batch(d, [c2v(ACK | PSH, **q)], "eth0", 10.5)
     assert [(i, f) for i, f, _ in got] == [(i, f) for i, f, _ in via_handle(ref, [c2v(ACK | PSH, **q)], "eth0", 10.5)]
     assert [fast for *_, fast in got] == [True]
+    same_books()
     if mode in ("nat", "fullnat"):
-        # The server's SYN-ACK again (its ACK was lost, say): a state move for NAT; FULLNAT's MSS clamp is the
-        # slow path's.
+        # The server's SYN-ACK again (its ACK was lost, say): clamped again in FULLNAT, as the slow path does.
         got = via_batch(d, [synack], "eth1", 10.6)
         assert [(i, f) for i, f, _ in got] == [(i, f) for i, f, _ in via_handle(ref, [synack], "eth1", 10.6)]
-        assert [fast for *_, fast in got] == [mode == "nat"]
+        assert [fast for *_, fast in got] == [True]
         same_books()
 
 
