@@ -65,27 +65,31 @@ static void set_port(uint8_t *port, uint8_t *l4csum, int udp, uint16_t value)
         patch_l4(l4csum, udp, old, (const uint8_t *)&value, 2);
 }
 
-/* The TCP options up to the first EOL or malformed one (where a receiver stops too): is kind there? */
+/* The next TCP option at *at, walked as a receiving TCP walks them (RFC 9293 3.1;
+ * pylvs.core.packet.iter_tcp_options): 1 with its kind and length (a NOP is one byte), or 0 at the end, at an
+ * EOL or at a malformed option, with *at left there (== len only at a clean end). */
+static int next_option(const uint8_t *opt, size_t len, size_t *at, uint8_t *kind, uint8_t *olen)
+{
+    size_t i = *at;
+    if (i >= len || opt[i] == 0)
+        return 0;
+    if (opt[i] == 1) {
+        *kind = 1, *olen = 1;
+        return 1;
+    }
+    if (i + 1 >= len || opt[i + 1] < 2 || i + opt[i + 1] > len)
+        return 0;
+    *kind = opt[i], *olen = opt[i + 1];
+    return 1;
+}
+
+/* Is kind among the TCP options (up to the first EOL or malformed one, where a receiver stops too)? */
 static int has_option(const uint8_t *opt, size_t len, uint8_t kind)
 {
-    size_t i = 0;
-    while (i < len) {
-        uint8_t k = opt[i];
-        if (k == 0)
-            return 0;
-        if (k == 1) {
-            i++;
-            continue;
-        }
-        if (i + 1 >= len)
-            return 0;
-        uint8_t l = opt[i + 1];
-        if (l < 2 || i + l > len)
-            return 0;
+    uint8_t k, l;
+    for (size_t i = 0; next_option(opt, len, &i, &k, &l); i += l)
         if (k == kind)
             return 1;
-        i += l;
-    }
     return 0;
 }
 
@@ -172,52 +176,26 @@ static int parse(pn_table *t, uint8_t *buf, size_t buflen, pn_desc *d, int ifind
     return -1;
 }
 
-/* The TCP options (opt, len) as a receiving TCP walks them (RFC 9293 3.1; pylvs.core.packet.iter_tcp_options):
- * are they well formed to their very end (no EOL, nothing malformed), with no TOA-looking option?  Then the
- * slow path's insert_toa would rebuild them as they are behind its TOA, 8 bytes longer, and so does
- * insert_toa_here; anything else is left to the slow path. */
+/* Are the TCP options well formed to their very end (no EOL, nothing malformed), with no TOA-looking option?
+ * Then the slow path's insert_toa would rebuild them as they are behind its TOA, 8 bytes longer, and so does
+ * the fast path; anything else is left to the slow path. */
 static int options_clean(const uint8_t *opt, size_t len, uint8_t kind)
 {
+    uint8_t k, l;
     size_t i = 0;
-    while (i < len) {
-        uint8_t k = opt[i];
-        if (k == 0)
+    for (; next_option(opt, len, &i, &k, &l); i += l)
+        if (k == kind && (l == 8 || l == 20))
             return 0;
-        if (k == 1) {
-            i++;
-            continue;
-        }
-        if (i + 1 >= len)
-            return 0;
-        uint8_t l = opt[i + 1];
-        if (l < 2 || i + l > len || (k == kind && (l == 8 || l == 20)))
-            return 0;
-        i += l;
-    }
-    return 1;
+    return i == len;
 }
 
 /* Where the MSS option (kind 2, length 4) sits among the options, as clamp_mss finds it; -1 if none. */
 static long find_mss(const uint8_t *opt, size_t len)
 {
-    size_t i = 0;
-    while (i < len) {
-        uint8_t k = opt[i];
-        if (k == 0)
-            return -1;
-        if (k == 1) {
-            i++;
-            continue;
-        }
-        if (i + 1 >= len)
-            return -1;
-        uint8_t l = opt[i + 1];
-        if (l < 2 || i + l > len)
-            return -1;
+    uint8_t k, l;
+    for (size_t i = 0; next_option(opt, len, &i, &k, &l); i += l)
         if (k == 2 && l == 4)
             return (long)i;
-        i += l;
-    }
     return -1;
 }
 

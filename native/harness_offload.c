@@ -144,17 +144,24 @@ static void check_gso_fastpath(void)
     }
 }
 
+static const uint8_t mac_in[6] = {2, 0, 0, 0, 0, 1}, mac_out[6] = {2, 0, 0, 0, 0, 2};
+
+/* A table of 4 flows with ports 0 (mac_in) and 1 (mac_out), MTU 1500. */
+static void two_port_table(pn_table *t)
+{
+    uint8_t key[16] = {0};
+    CHECK(pn_table_init(t, 4, key, 2) == 0, "table");
+    t->ifaces[0].used = 1, memcpy(t->ifaces[0].mac, mac_in, 6), t->ifaces[0].mtu = 1500;
+    t->ifaces[1].used = 1, memcpy(t->ifaces[1].mac, mac_out, 6), t->ifaces[1].mtu = 1500;
+}
+
 /* TCP state changes on the fast path (tcp_track): a FIN moves the entry and writes an event; with the event
  * buffer full, a segment that would change state is punted instead (never written past the end). */
 static void check_tcp_track(void)
 {
     g_phase = "tcp-track";
     pn_table t;
-    uint8_t key[16] = {0};
-    CHECK(pn_table_init(&t, 4, key, 2) == 0, "table");
-    const uint8_t mac_in[6] = {2, 0, 0, 0, 0, 1}, mac_out[6] = {2, 0, 0, 0, 0, 2};
-    t.ifaces[0].used = 1, memcpy(t.ifaces[0].mac, mac_in, 6), t.ifaces[0].mtu = 1500;
-    t.ifaces[1].used = 1, memcpy(t.ifaces[1].mac, mac_out, 6), t.ifaces[1].mtu = 1500;
+    two_port_table(&t);
     for (int a = 0; a < 3; a++)
         for (int c = 0; c < 4; c++)
             for (int st = 0; st < PN_TCP_NSTATES; st++)
@@ -201,11 +208,7 @@ static void check_toa(void)
 {
     g_phase = "toa";
     pn_table t;
-    uint8_t key[16] = {0};
-    CHECK(pn_table_init(&t, 4, key, 2) == 0, "table");
-    const uint8_t mac_in[6] = {2, 0, 0, 0, 0, 1}, mac_out[6] = {2, 0, 0, 0, 0, 2};
-    t.ifaces[0].used = 1, memcpy(t.ifaces[0].mac, mac_in, 6), t.ifaces[0].mtu = 1500;
-    t.ifaces[1].used = 1, memcpy(t.ifaces[1].mac, mac_out, 6), t.ifaces[1].mtu = 1500;
+    two_port_table(&t);
     for (int a = 0; a < 3; a++)
         for (int c = 0; c < 4; c++)
             for (int st = 0; st < PN_TCP_NSTATES; st++)

@@ -537,42 +537,32 @@ def _set_port(buf, at: int, csum: int, udp: bool, value: int) -> None:
         _patch_l4(buf, csum, udp, old, new)
 
 
-def _options_clean(buf, i: int, end: int, kind: int) -> bool:
-    """Are the TCP options well formed to their end (no EOL), with no TOA-looking one (fastpath.c)?"""
-    while i < end:
-        k = buf[i]
-        if k == 0:
-            return False
-        if k == 1:
+def _options(buf, i: int, end: int) -> tuple[list[tuple[int, int, int]], int]:
+    """The TCP options as ``(offset, kind, length)``, walked as a receiving TCP walks them (RFC 9293 §3.1: EOL
+    or a malformed option ends the walk), and where the walk stopped (``end`` only at a clean end).
+    fastpath.c next_option."""
+    out = []
+    while i < end and buf[i] != 0:
+        if buf[i] == 1:
+            out.append((i, 1, 1))
             i += 1
             continue
-        if i + 1 >= end:
-            return False
-        ln = buf[i + 1]
-        if ln < 2 or i + ln > end or (k == kind and ln in (8, 20)):
-            return False
-        i += ln
-    return True
+        if i + 1 >= end or buf[i + 1] < 2 or i + buf[i + 1] > end:
+            break
+        out.append((i, buf[i], buf[i + 1]))
+        i += buf[i + 1]
+    return out, i
+
+
+def _options_clean(buf, i: int, end: int, kind: int) -> bool:
+    """Are the TCP options well formed to their end (no EOL), with no TOA-looking one (fastpath.c)?"""
+    opts, stop = _options(buf, i, end)
+    return stop == end and not any(k == kind and ln in (8, 20) for _, k, ln in opts)
 
 
 def _find_mss(buf, i: int, end: int) -> int:
     """The offset of the MSS option (kind 2, length 4) as clamp_mss finds it, or -1."""
-    while i < end:
-        k = buf[i]
-        if k == 0:
-            return -1
-        if k == 1:
-            i += 1
-            continue
-        if i + 1 >= end:
-            return -1
-        ln = buf[i + 1]
-        if ln < 2 or i + ln > end:
-            return -1
-        if k == 2 and ln == 4:
-            return i
-        i += ln
-    return -1
+    return next((o for o, k, ln in _options(buf, i, end)[0] if k == 2 and ln == 4), -1)
 
 
 def _tcp_checksum(buf, ip: int, l4: int, seg: int) -> None:
@@ -583,19 +573,4 @@ def _tcp_checksum(buf, ip: int, l4: int, seg: int) -> None:
 
 def _has_option(buf, i: int, end: int, kind: int) -> bool:
     """Is ``kind`` among the TCP options, read up to EOL or the first malformed one (RFC 9293 §3.1)?"""
-    while i < end:
-        k = buf[i]
-        if k == 0:
-            return False
-        if k == 1:
-            i += 1
-            continue
-        if i + 1 >= end:
-            return False
-        ln = buf[i + 1]
-        if ln < 2 or i + ln > end:
-            return False
-        if k == kind:
-            return True
-        i += ln
-    return False
+    return any(k == kind for _, k, _ in _options(buf, i, end)[0])

@@ -31,6 +31,7 @@ from native_diff_helpers import (  # noqa: E402
 from pylvs import _native as C  # noqa: E402
 from pylvs._pure import flowtable as PF  # noqa: E402
 from pylvs.core.fastpath import TCP_NEXT  # noqa: E402
+from pylvs.core.packet import iter_tcp_options  # noqa: E402
 from pylvs.core.tcpstate import STATES, sES, sSR  # noqa: E402
 from pylvs.testing import ip4  # noqa: E402
 
@@ -58,34 +59,16 @@ def _options(f: bytes, at: int) -> tuple[int, bytes]:
 
 
 def _mss(opts: bytes) -> int | None:
-    """The first MSS option's value, walked as clamp_mss walks (EOL or malformed ends the walk)."""
-    i = 0
-    while i < len(opts):
-        k = opts[i]
-        if k == 0:
-            return None
-        if k == 1:
-            i += 1
-            continue
-        if i + 1 >= len(opts) or opts[i + 1] < 2 or i + opts[i + 1] > len(opts):
-            return None
-        if k == 2 and opts[i + 1] == 4:
-            return _u16.unpack_from(opts, i + 2)[0]
-        i += opts[i + 1]
-    return None
+    """The first MSS option's value, found as the slow path's clamp_mss finds it."""
+    return next((_u16.unpack_from(opts, o + 2)[0] for o, k, ln in iter_tcp_options(opts, 0, len(opts))
+                 if k == 2 and ln == 4), None)
 
 
 def _clean(opts: bytes) -> bool:
-    """Well formed to the end, no EOL, no option of the TOA's kind at all (the fast path punts any)."""
-    i = 0
-    while i < len(opts):
-        if opts[i] == 1:
-            i += 1
-            continue
-        if opts[i] in (0, 254) or i + 1 >= len(opts) or opts[i + 1] < 2 or i + opts[i + 1] > len(opts):
-            return False
-        i += opts[i + 1]
-    return True
+    """Well formed to the end (the slow path's walk reaches it), no option of the TOA's kind at all (the fast
+    path punts any)."""
+    walked = list(iter_tcp_options(opts, 0, len(opts)))
+    return sum(ln for _, _, ln in walked) == len(opts) and all(k != 254 for _, k, _ in walked)
 
 
 def _valid(f: bytes) -> None:
