@@ -115,11 +115,10 @@ enum {
 #define PN_TCP_ES 1
 #define PN_TCP_SR 3
 #define PN_EVENTS_MAX 256
-/* An event: a fast flow's books changed here.  slot << 8 | flags | new state (< 32).  Flags: */
+/* An event: a fast flow's books changed here.  slot << 8 | flags | new state (the low 5 bits).  Flags: */
 #define PN_EV_OUTPUT_SEEN 0x80u /* an output packet of a NOOUTPUT flow: the full tables from now on */
 #define PN_EV_TOA 0x40u         /* FULLNAT: the TOA went into this ACK */
 #define PN_EV_MSS 0x20u         /* FULLNAT with TOA: the server's SYN-ACK had its MSS lowered */
-#define PN_EV_STATE 0x1Fu
 #define PN_TOA_LEN 8            /* the IPv4 TOA option: kind, length, port, address */
 
 typedef struct {

@@ -41,11 +41,10 @@ _PARTIAL = 2  # _patch_l4's third kind of checksum, after TCP (False) and UDP (T
 TCP_NSTATES = 11
 TCP_ES = 1
 EVENTS_MAX = 256
-# An event is slot << 8 | flags | new state (pylvs_native.h PN_EV_*).  Flags:
+# An event is slot << 8 | flags | new state (the low 5 bits; pylvs_native.h PN_EV_*).  Flags:
 EV_OUTPUT_SEEN = 0x80  # an output packet of a NOOUTPUT flow (it uses the full tables now)
 EV_TOA = 0x40  # FULLNAT: the TOA went into this ACK
 EV_MSS = 0x20  # FULLNAT with TOA: the server's SYN-ACK had its MSS lowered
-EV_STATE = 0x1F
 TOA_LEN = 8  # the IPv4 TOA option: kind, length, port, address
 TCP_SR = 3
 
