@@ -57,8 +57,16 @@ class FlowTable:
     def get(self, slot: int) -> dict[str, Any]:
         """All fields of a flow (KeyError for a free slot)."""
     def set_fast(self, slot: int, in_if: int, client_mac: bytes, out_if: int, rs_mac: bytes, dest_id: int,
-                 toa_kind: int) -> None:
-        """Hand the flow to the fast path with where its packets go."""
+                 toa_kind: int, state: int = ..., in_table: int = ..., toa_due: bool = ...) -> None:
+        """Hand the flow to the fast path with where its packets go: its TCP state (IPVS's, STATES order;
+        ESTABLISHED by default), the table its inbound packets use (0 INPUT, 2 INPUT_ONLY), and for FULLNAT
+        whether the TOA (kind toa_kind) is still due in the handshake's last ACK."""
+    def set_tcp_states(self, next: bytes, timeouts: list[float]) -> None:
+        """IPVS's TCP tables (3 x 4 x 11 bytes: [table INPUT, OUTPUT, INPUT_ONLY][class syn fin ack rst][state]
+        -> state) and each state's timeout: from then on the fast path moves its flows' TCP states itself."""
+    def drain_events(self) -> list[int]:
+        """What the fast path did to flows' books since the last call: slot << 8 | 0x80 (an output packet of
+        a NOOUTPUT flow) | 0x40 (TOA inserted) | 0x20 (MSS clamped) | the new state (low 5 bits)."""
     def clear_fast(self, slot: int) -> None: ...
     def expires(self, slot: int) -> float: ...
     def set_expires(self, slot: int, t: float) -> None: ...
@@ -68,7 +76,8 @@ class FlowTable:
         """(pkts_in, pkts_out, bytes_in, bytes_out) the fast path counted for a server."""
     def process(self, buf: WriteableBuffer, desc: WriteableBuffer, n: int, ifindex: int, now: float) -> int:
         """Forward the batch's established-flow frames in place; return how many were punted.  ``desc``
-        must not share memory with ``buf``; a frame that may be TUN-encapsulated needs 20 bytes before it."""
+        must not share memory with ``buf``; a frame that may be TUN-encapsulated needs 20 bytes before it, one
+        that may get a TOA 8."""
     def process_until_punt(self, buf: WriteableBuffer, desc: WriteableBuffer, n: int, ifindex: int,
                            now: float) -> int:
         """Complete every partial checksum, then process until right after the first punt; return how many
