@@ -37,18 +37,25 @@ _FWD = {"m": "nat", "g": "dr", "i": "tun"}
 
 
 def request(path: str, req: dict, timeout: float = 30.0) -> dict:
-    """One request, one answer (a JSON line each way)."""
+    """One request, one answer: a JSON line each way, except that a long answer (``conns``) comes as lines
+    with ``"more": true`` and a last one without; their ``result`` lists are joined here."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(path)
         s.sendall(json.dumps(req).encode() + b"\n")
-        buf = bytearray()
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(1 << 16)
-            if not chunk:
-                break
-            buf += chunk
-    return json.loads(buf)
+        with s.makefile("rb") as f:
+            ans = json.loads(f.readline() or b"null")
+            rows: list | None = None
+            while isinstance(ans, dict) and ans.get("more"):
+                rows = rows or []
+                rows.extend(ans["result"])
+                ans = json.loads(f.readline() or b"null")
+    if rows is not None and isinstance(ans, dict):
+        rows.extend(ans.get("result") or [])
+        ans["result"] = rows
+    if isinstance(ans, dict):
+        ans.pop("more", None)
+    return ans
 
 
 def _hostport(s: str, default_port: int | None = None) -> tuple[str, int]:

@@ -20,7 +20,9 @@ from pylvs.config import ConfigError, load_config, parse_config, parse_listen
 from pylvs.control import ops, sdnotify
 from pylvs.control.document import EditError, config_doc, dumps
 from pylvs.control.health import HealthMonitor, Target
-from pylvs.control.snapshot import ESTIMATOR_INTERVAL, RateEstimator, conn_views, counted_objects, snapshot
+from pylvs.control.snapshot import (
+    ESTIMATOR_INTERVAL, RateEstimator, conn_view, conn_views, counted_objects, snapshot,
+)
 from pylvs.core.reconfig import ReconfigError
 from pylvs.core.service import PROTOCOLS
 
@@ -28,6 +30,9 @@ log = logging.getLogger("pylvs.control")
 
 MAX_REQUEST = 1 << 20
 REQUEST_TIMEOUT = 10.0
+#: ``ctl conns`` over the socket answers in lines of this many rows, the datapath running between them: a
+#: table of a million flows is never rendered in one go (that stalled forwarding for seconds)
+CONNS_CHUNK = 2000
 
 
 class ControlPlane:
@@ -243,6 +248,9 @@ class ControlPlane:
             except ValueError as e:
                 ans = {"ok": False, "error": f"request is not JSON: {e}"}
             else:
+                if isinstance(req, dict) and req.get("cmd") == "conns":
+                    await self._stream_conns(req, writer)
+                    return
                 ans = self.handle(req)
             writer.write(json.dumps(ans, default=str).encode() + b"\n")
             await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)
@@ -250,3 +258,32 @@ class ControlPlane:
             log.debug("ctl client dropped: %r", e)
         finally:
             writer.close()
+
+    async def _stream_conns(self, req: dict, writer: asyncio.StreamWriter) -> None:
+        """``ctl conns``: the rows in lines of up to CONNS_CHUNK (``{"ok": true, "result": [...], "more": true}``),
+        yielding to the event loop (the datapath) after each, then ``{"ok": true, "result": [], "more": false}``
+        (ctlcli.request joins them)."""
+        import json
+
+        limit = req.get("limit")
+        left = limit if isinstance(limit, int) and limit >= 0 else None
+        last: dict = {"ok": True, "result": [], "more": False}
+        try:
+            for conns in self.director.table.chunks(CONNS_CHUNK):
+                if left == 0:
+                    break
+                now = self.clock()  # the table moves between chunks: each is read at its own time
+                rows = [conn_view(self.director, c, now) for c in conns if c.alive]
+                if left is not None:
+                    rows = rows[:left]
+                    left -= len(rows)
+                writer.write(json.dumps({"ok": True, "result": rows, "more": True}).encode() + b"\n")
+                await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)
+                await asyncio.sleep(0)
+        except (asyncio.TimeoutError, ConnectionError):
+            raise
+        except Exception as e:  # a bug must not take the datapath down with it
+            log.exception("ctl conns failed")
+            last = {"ok": False, "error": f"internal error: {type(e).__name__}: {e}"}
+        writer.write(json.dumps(last).encode() + b"\n")
+        await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)

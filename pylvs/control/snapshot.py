@@ -147,20 +147,25 @@ def snapshot(director, est: RateEstimator | None = None, *, event_loop: str = ""
 
 def conn_views(director, now: float, limit: int | None = None):
     """``ipvsadm -Lnc`` rows: one dict per connection (fast-path deadlines pulled in first)."""
-    from pylvs.core.tcpstate import STATES
-
     n = 0
     for c in director.table:
         if limit is not None and n >= limit:
             return
-        director.fast.refresh(c)
-        tcp = c.proto == IPPROTO_TCP
-        yield {
-            "protocol": "tcp" if tcp else "udp",
-            "expires": max(0.0, c.expires - now),
-            "state": STATES[c.state] if tcp else "UDP",
-            "client": f"{_addr(c.caddr)}:{c.cport}", "virtual": f"{_addr(c.vaddr)}:{c.vport}",
-            "local": f"{_addr(c.laddr)}:{c.lport}", "destination": f"{_addr(c.daddr)}:{c.dport}",
-            "mode": c.mode,
-        }
+        yield conn_view(director, c, now)
         n += 1
+
+
+def conn_view(director, c, now: float) -> dict:
+    """One ``ipvsadm -Lnc`` row."""
+    from pylvs.core.tcpstate import STATES
+
+    director.fast.refresh(c)
+    tcp = c.proto == IPPROTO_TCP
+    return {
+        "protocol": "tcp" if tcp else "udp",
+        "expires": max(0.0, c.expires - now),
+        "state": STATES[c.state] if tcp else "UDP",
+        "client": f"{_addr(c.caddr)}:{c.cport}", "virtual": f"{_addr(c.vaddr)}:{c.vport}",
+        "local": f"{_addr(c.laddr)}:{c.lport}", "destination": f"{_addr(c.daddr)}:{c.dport}",
+        "mode": c.mode,
+    }

@@ -112,6 +112,14 @@ class ConnTable:
             if direction == IN:
                 yield conn
 
+    def chunks(self, size: int) -> Iterator[list[Conn]]:
+        """The flows in lists of up to ``size``, from a copy of the table taken first (one C-speed copy, about
+        0.1 s at 1 M flows): the caller may let the datapath run between chunks, which changes the table
+        (flows expired meanwhile still appear; check ``conn.alive``)."""
+        pairs = list(self._map.values())
+        for i in range(0, len(pairs), 2 * size):
+            yield [c for c, d in pairs[i:i + 2 * size] if d == IN]
+
     @property
     def full(self) -> bool:
         """At capacity, counting flows not yet swept."""

@@ -86,6 +86,9 @@ def test_operations_live(tmp_path):
             assert rs["198.19.0.11"]["weight"] == 0 and rs["198.19.0.11"]["config_weight"] == 1
             http = _http(live, 20)  # new connections avoid the quiesced server
             assert http["ok"] == 20 and "rs1" not in http["by_server"], http
+            # ipvsadm -Lnc over the socket (answered in chunks, joined by the CLI): those 20 are there
+            rows = [r for r in live.ctl_json("conns") if r["virtual"] == f"{VIP}:80"]
+            assert len(rows) >= 20 and {r["client"].split(":")[0] for r in rows} == {"198.18.0.10"}, rows[:3]
             lab.start_app("rs1")
             _wait(lambda: (s := _servers(live))["198.19.0.11"]["health"] == "up" and s["198.19.0.11"]["weight"] == 1,
                   2 * 1.0 + 3, "rs1 back up after rise")
