@@ -18,17 +18,13 @@ resolved (effective) mode.
 
 from __future__ import annotations
 
-import difflib
-import math
 import os
 import re
 import tomllib
 from dataclasses import dataclass, field
 from ipaddress import (
-    IPv4Address,
     IPv4Interface,
     IPv4Network,
-    IPv6Address,
     IPv6Interface,
     IPv6Network,
     ip_address,
@@ -37,6 +33,8 @@ from ipaddress import (
 )
 from typing import Any, Mapping
 
+from pylvs.configread import REQUIRED, ConfigError, IPAddress, Reader, is_int, read_ip, read_mac, type_name
+
 __all__ = [
     "ConfigError", "load_config", "parse_config",
     "Config", "Interface", "Route", "Neighbor", "RealServer", "VirtualServer", "Table",
@@ -44,7 +42,6 @@ __all__ = [
     "HealthCheck", "SorryServer", "Control", "CHECK_TYPES", "ON_FAILURE", "RS_STATES",
 ]
 
-IPAddress = IPv4Address | IPv6Address
 
 MODES = ("nat", "dr", "tun", "fullnat")
 #: FULLNAT rewrites the source too, so it is a property of the whole service.
@@ -68,21 +65,6 @@ DEFAULT_TIMEOUTS: dict[str, float] = {
     "time_wait": 120.0, "close": 10.0, "close_wait": 60.0, "last_ack": 30.0, "listen": 120.0,
     "synack": 120.0, "udp": 300.0, "icmp": 60.0,
 }
-
-
-class ConfigError(Exception):
-    """A configuration problem: ``file``, key ``path`` ("" = whole file), ``message``."""
-
-    def __init__(self, file: str, path: str, message: str) -> None:
-        super().__init__(str(file), path, message)  # args kept so the error pickles
-        self.file = str(file)
-        self.path = path
-        self.message = message
-
-    def __str__(self) -> str:
-        if self.path:
-            return f"{self.file}: {self.path}: {self.message}"
-        return f"{self.file}: {self.message}"
 
 
 # --------------------------------------------------------------------------- data
@@ -241,151 +223,8 @@ _SORRY_KEYS = ("address", "port", "mode")
 _CONTROL_KEYS = ("socket", "metrics")
 _TABLE_KEYS = ("max_connections", "sloppy_tcp", "icmp_echo", "neighbor_queue")
 
-_MAC_RE = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}")
 # Linux IFNAMSIZ is 16 including the NUL; '/' and whitespace are refused by the kernel.
 _IFNAME_RE = re.compile(r"[^\s/]{1,15}")
-_REQUIRED: Any = object()
-
-
-# --------------------------------------------------------------------------- reading helpers
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _tname(v: Any) -> str:
-    """TOML's name for a Python value's type, for messages."""
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, int):
-        return "integer"
-    if isinstance(v, float):
-        return "float"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, (list, tuple)):
-        return "array"
-    if isinstance(v, dict):
-        return "table"
-    return type(v).__name__  # datetime & co.
-
-
-def _is_int(v: Any) -> bool:
-    # bool is an int subclass in Python, but `port = true` is a mistake, not 1.
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-class _Table:
-    """One TOML table being read: refuses unknown keys up front, then hands out
-    typed values; every error carries the key path."""
-
-    __slots__ = ("file", "data", "path")
-
-    def __init__(self, file: str, data: Any, path: str, allowed: tuple[str, ...]) -> None:
-        self.file = file
-        self.path = path
-        if not isinstance(data, dict):
-            raise ConfigError(file, path, f"expected a table, got {_tname(data)}")
-        for key in data:
-            if key not in allowed:
-                name = str(key)
-                hint = difflib.get_close_matches(name, allowed, n=1)
-                did = f"did you mean {hint[0]!r}? " if hint else ""
-                raise ConfigError(file, _join(path, name),
-                                  f"unknown key {name!r} ({did}allowed keys: {', '.join(allowed)})")
-        self.data = data
-
-    def at(self, key: str) -> str:
-        return _join(self.path, key)
-
-    def error(self, key: str, message: str) -> ConfigError:
-        return ConfigError(self.file, self.at(key), message)
-
-    def _get(self, key: str, default: Any, what: str, ok) -> Any:
-        if key not in self.data:
-            if default is _REQUIRED:
-                raise self.error(key, f"missing required key {key!r}")
-            return default
-        v = self.data[key]
-        if not ok(v):
-            if isinstance(v, (dict, list, tuple)):
-                shown = ""
-            else:  # spell the value as TOML would (true, not True)
-                shown = " " + (str(v).lower() if isinstance(v, bool) else repr(v))
-            raise self.error(key, f"expected {what}, got {_tname(v)}{shown}")
-        return v
-
-    def int(self, key: str, default: Any = _REQUIRED, lo: int | None = None,
-            hi: int | None = None) -> Any:
-        v = self._get(key, default, "an integer", _is_int)
-        if key in self.data:
-            _check_range(self, key, v, lo, hi)
-        return v
-
-    def num(self, key: str, default: Any = _REQUIRED, *, positive: bool = False) -> Any:
-        """A float; integers are accepted.  ``positive``: > 0, else >= 0."""
-        v = self._get(key, default, "a number",
-                      lambda x: _is_int(x) or isinstance(x, float))
-        if key not in self.data:
-            return v
-        v = float(v)
-        if not math.isfinite(v):
-            raise self.error(key, f"must be a finite number, got {v}")
-        if positive and v <= 0:
-            raise self.error(key, f"must be > 0, got {v:g}")
-        if not positive and v < 0:
-            raise self.error(key, f"must be >= 0, got {v:g}")
-        return v
-
-    def bool(self, key: str, default: Any = _REQUIRED) -> Any:
-        return self._get(key, default, "a boolean (true/false)", lambda x: isinstance(x, bool))
-
-    def str(self, key: str, default: Any = _REQUIRED, choices: tuple[str, ...] = ()) -> Any:
-        v = self._get(key, default, "a string", lambda x: isinstance(x, str))
-        if choices and key in self.data and v not in choices:
-            raise self.error(key, f"invalid {key} {v!r} (expected one of: {', '.join(choices)})")
-        return v
-
-    def array(self, key: str, default: Any = _REQUIRED) -> Any:
-        return self._get(key, default, "an array", lambda x: isinstance(x, (list, tuple)))
-
-    def tables(self, key: str) -> list[tuple[str, Any]]:
-        """An array of tables (``[[key]]``) as (path, item) pairs; absent = empty."""
-        v = self.data.get(key, [])
-        if isinstance(v, dict):  # `[interface]` written instead of `[[interface]]`
-            raise self.error(key, f"expected an array of tables ([[{self.at(key)}]]), got a single table")
-        if not isinstance(v, (list, tuple)):
-            raise self.error(key, f"expected an array of tables ([[{self.at(key)}]]), got {_tname(v)}")
-        return [(f"{self.at(key)}[{i}]", item) for i, item in enumerate(v)]
-
-
-def _check_range(t: _Table, key: str, v: int, lo: int | None, hi: int | None) -> None:
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        if hi is None:
-            raise t.error(key, f"must be >= {lo}, got {v}")
-        raise t.error(key, f"{v} is out of range {lo}..{hi}")
-
-
-def _ip(file: str, path: str, value: Any) -> IPAddress:
-    if not isinstance(value, str):
-        raise ConfigError(file, path, f"expected an IP address string, got {_tname(value)}")
-    try:
-        return ip_address(value)
-    except ValueError:
-        raise ConfigError(file, path, f"invalid IP address {value!r}") from None
-
-
-def _mac(file: str, path: str, value: Any) -> bytes:
-    if not isinstance(value, str):
-        raise ConfigError(file, path, f"expected a MAC address string, got {_tname(value)}")
-    if not _MAC_RE.fullmatch(value):
-        raise ConfigError(file, path,
-                          f"invalid MAC address {value!r} (expected six hex pairs like 'aa:bb:cc:dd:ee:ff')")
-    mac = bytes.fromhex(value.replace(":", ""))
-    # The I/G bit: a group address can never be a station's own or a neighbour's MAC.
-    if mac[0] & 1:
-        raise ConfigError(file, path, f"{value!r} is a multicast/broadcast MAC, expected a unicast one")
-    return mac
 
 
 def _family(version: int) -> str:
@@ -395,12 +234,12 @@ def _family(version: int) -> str:
 # --------------------------------------------------------------------------- sections
 
 def _interface(file: str, path: str, data: Any) -> Interface:
-    t = _Table(file, data, path, _IFACE_KEYS)
+    t = Reader(file, data, path, _IFACE_KEYS)
     name = t.str("name")
     if not _IFNAME_RE.fullmatch(name) or name in (".", ".."):
         raise t.error("name", f"invalid interface name {name!r} (1..15 characters, no '/' or whitespace)")
     mac_s = t.str("mac", None)
-    mac = None if mac_s is None else _mac(file, t.at("mac"), mac_s)
+    mac = None if mac_s is None else read_mac(file, t.at("mac"), mac_s)
     raw = t.array("addresses")
     if not raw:
         raise t.error("addresses", "needs at least one address with a prefix length, e.g. '198.18.0.1/24'")
@@ -408,7 +247,7 @@ def _interface(file: str, path: str, data: Any) -> Interface:
     for i, a in enumerate(raw):
         p = f"{t.at('addresses')}[{i}]"
         if not isinstance(a, str):
-            raise ConfigError(file, p, f"expected an address string like '198.18.0.1/24', got {_tname(a)}")
+            raise ConfigError(file, p, f"expected an address string like '198.18.0.1/24', got {type_name(a)}")
         # Without a length ipaddress would silently take /32, and then nothing is on-link.
         if "/" not in a:
             raise ConfigError(file, p, f"{a!r} needs a prefix length, e.g. '{a}/24'")
@@ -429,7 +268,7 @@ def _interface(file: str, path: str, data: Any) -> Interface:
                      host_address=host)
 
 
-def _host_address(t: _Table, s: str | None, driver: str,
+def _host_address(t: Reader, s: str | None, driver: str,
                   addrs: list[IPv4Interface | IPv6Interface]) -> IPv4Interface | None:
     """The kernel's side of a TAP link: only a TAP has a host side, and it must be on-link with
     pylvs's own address there (the kernel routes the VIPs/LIPs via that address) without being it."""
@@ -459,7 +298,7 @@ def _host_address(t: _Table, s: str | None, driver: str,
     return host
 
 
-def _iface_ref(t: _Table, ifaces: dict[str, Interface]) -> Interface:
+def _iface_ref(t: Reader, ifaces: dict[str, Interface]) -> Interface:
     name = t.str("interface")
     if name not in ifaces:
         raise t.error("interface", f"unknown interface {name!r} (defined: {', '.join(ifaces)})")
@@ -467,7 +306,7 @@ def _iface_ref(t: _Table, ifaces: dict[str, Interface]) -> Interface:
 
 
 def _route(file: str, path: str, data: Any, ifaces: dict[str, Interface]) -> Route:
-    t = _Table(file, data, path, _ROUTE_KEYS)
+    t = Reader(file, data, path, _ROUTE_KEYS)
     s = t.str("prefix")
     if "/" not in s:
         raise t.error("prefix", f"{s!r} needs a prefix length, e.g. '{s}/32'")
@@ -476,7 +315,7 @@ def _route(file: str, path: str, data: Any, ifaces: dict[str, Interface]) -> Rou
     except ValueError as e:
         raise t.error("prefix", f"invalid prefix {s!r}: {e}") from None
     via_s = t.str("via", None)
-    via = None if via_s is None else _ip(file, t.at("via"), via_s)
+    via = None if via_s is None else read_ip(file, t.at("via"), via_s)
     iface = _iface_ref(t, ifaces)
     fam = _family(prefix.version)
     if via is not None and via.version != prefix.version:
@@ -495,9 +334,9 @@ def _route(file: str, path: str, data: Any, ifaces: dict[str, Interface]) -> Rou
 
 
 def _neighbor(file: str, path: str, data: Any, ifaces: dict[str, Interface]) -> Neighbor:
-    t = _Table(file, data, path, _NEIGH_KEYS)
-    addr = _ip(file, t.at("address"), t.str("address"))
-    mac = _mac(file, t.at("mac"), t.str("mac"))
+    t = Reader(file, data, path, _NEIGH_KEYS)
+    addr = read_ip(file, t.at("address"), t.str("address"))
+    mac = read_mac(file, t.at("mac"), t.str("mac"))
     iface = _iface_ref(t, ifaces)
     if not any(a.version == addr.version for a in iface.addresses):
         fam = _family(addr.version)
@@ -507,8 +346,8 @@ def _neighbor(file: str, path: str, data: Any, ifaces: dict[str, Interface]) -> 
 
 def _health_check(file: str, path: str, data: Any) -> HealthCheck | None:
     """A ``health_check`` table; ``type = "none"`` turns checking off (e.g. one server of a checked pool)."""
-    t = _Table(file, data, path, _CHECK_KEYS)
-    kind = t.str("type", _REQUIRED, CHECK_TYPES)
+    t = Reader(file, data, path, _CHECK_KEYS)
+    kind = t.str("type", REQUIRED, CHECK_TYPES)
     wanted = _CHECK_TYPE_KEYS[kind]
     for key in t.data:
         if key in _CHECK_KEYS[:6] or key == "port" or key in wanted:
@@ -529,7 +368,7 @@ def _health_check(file: str, path: str, data: Any) -> HealthCheck | None:
     if not path_s.startswith("/") or any(c.isspace() for c in path_s):
         raise t.error("path", f"expected an absolute path without whitespace like '/health', got {path_s!r}")
     st = t.array("status", [200, 399])
-    if len(st) != 2 or not all(_is_int(x) for x in st) or not 100 <= st[0] <= st[1] <= 599:
+    if len(st) != 2 or not all(is_int(x) for x in st) or not 100 <= st[0] <= st[1] <= 599:
         raise t.error("status", f"expected [low, high] HTTP statuses with 100 <= low <= high <= 599, got {st!r}")
     body = t.str("body", None)
     host = t.str("host", None)
@@ -549,7 +388,7 @@ def _health_check(file: str, path: str, data: Any) -> HealthCheck | None:
 
 def _sorry_server(file: str, path: str, data: Any, vs_addr: IPAddress, vs_port: int,
                   vs_mode: str) -> SorryServer:
-    t = _Table(file, data, path, _SORRY_KEYS)
+    t = Reader(file, data, path, _SORRY_KEYS)
     addr, port = _member(t, "sorry server", vs_addr, vs_port)
     mode = t.str("mode", None, MODES) or vs_mode
     if (mode == "fullnat") != (vs_mode == "fullnat"):
@@ -559,16 +398,16 @@ def _sorry_server(file: str, path: str, data: Any, vs_addr: IPAddress, vs_port: 
     return SorryServer(address=addr, port=port, mode=mode)
 
 
-def _member(t: _Table, what: str, vs_addr: IPAddress, vs_port: int) -> tuple[IPAddress, int]:
+def _member(t: Reader, what: str, vs_addr: IPAddress, vs_port: int) -> tuple[IPAddress, int]:
     """A real or sorry server's address (the service's family) and port (default: the service's)."""
-    addr = _ip(t.file, t.at("address"), t.str("address"))
+    addr = read_ip(t.file, t.at("address"), t.str("address"))
     if addr.version != vs_addr.version:
         raise t.error("address", f"{what} {addr} is {_family(addr.version)} but the service "
                                  f"{vs_addr} is {_family(vs_addr.version)}")
     return addr, t.int("port", vs_port, 1, 65535)
 
 
-def _no_port_mapping(t: _Table, what: str, port: int, vs_port: int, mode: str) -> None:
+def _no_port_mapping(t: Reader, what: str, port: int, vs_port: int, mode: str) -> None:
     # DR leaves the IP packet alone and TUN encapsulates it whole: nothing rewrites the port.
     if mode in ("dr", "tun") and port != vs_port:
         raise t.error("port", f"DR/TUN cannot map ports: {what} port {port} differs from the "
@@ -576,7 +415,7 @@ def _no_port_mapping(t: _Table, what: str, port: int, vs_port: int, mode: str) -
 
 
 def _control(file: str, data: Any) -> Control:
-    t = _Table(file, data, "control", _CONTROL_KEYS)
+    t = Reader(file, data, "control", _CONTROL_KEYS)
     sock = t.str("socket", DEFAULT_CTL_SOCKET)
     if sock and not os.path.isabs(sock):
         raise t.error("socket", f"expected an absolute path (or \"\" for none), got {sock!r}")
@@ -601,7 +440,7 @@ def parse_listen(s: str, error=ValueError) -> tuple[str, int]:
 
 def _real_server(file: str, path: str, data: Any, vs_addr: IPAddress, vs_port: int,
                  vs_mode: str, vs_check: HealthCheck | None) -> RealServer:
-    t = _Table(file, data, path, _RS_KEYS)
+    t = Reader(file, data, path, _RS_KEYS)
     addr, port = _member(t, "real server", vs_addr, vs_port)
     weight = t.int("weight", 1, 0, 65535)
     own = t.str("mode", None, MODES)
@@ -627,13 +466,13 @@ def _real_server(file: str, path: str, data: Any, vs_addr: IPAddress, vs_port: i
 
 
 def _virtual_server(file: str, path: str, data: Any, default_mode: str) -> VirtualServer:
-    t = _Table(file, data, path, _VS_KEYS)
-    addr = _ip(file, t.at("address"), t.str("address"))
+    t = Reader(file, data, path, _VS_KEYS)
+    addr = read_ip(file, t.at("address"), t.str("address"))
     if addr.version == 6:
         # The datapath is IPv4-only for now; everything else here stays family-generic.
         raise t.error("address", "IPv6 services are not supported yet")
-    port = t.int("port", _REQUIRED, 1, 65535)
-    protocol = t.str("protocol", _REQUIRED, PROTOCOLS)
+    port = t.int("port", REQUIRED, 1, 65535)
+    protocol = t.str("protocol", REQUIRED, PROTOCOLS)
     scheduler = t.str("scheduler", "wlc", SCHEDULERS)
     sh_port = t.bool("sh_port", False)
     sh_fallback = t.bool("sh_fallback", False)
@@ -649,7 +488,7 @@ def _virtual_server(file: str, path: str, data: Any, default_mode: str) -> Virtu
     lips: list[IPAddress] = []
     for i, v in enumerate(t.array("local_addresses", [])):
         p = f"{t.at('local_addresses')}[{i}]"
-        lip = _ip(file, p, v)
+        lip = read_ip(file, p, v)
         if lip.version != addr.version:
             raise ConfigError(file, p, f"local address {lip} is {_family(lip.version)} but the "
                                        f"service {addr} is {_family(addr.version)}")
@@ -663,7 +502,7 @@ def _virtual_server(file: str, path: str, data: Any, default_mode: str) -> Virtu
                                          "to use as the source towards the real servers")
 
     rng = t.array("local_port_range", [1024, 65535])
-    if len(rng) != 2 or not all(_is_int(x) for x in rng):
+    if len(rng) != 2 or not all(is_int(x) for x in rng):
         raise t.error("local_port_range", f"expected [low, high] integers, got {rng!r}")
     lo, hi = rng
     if not (1 <= lo <= hi <= 65535):
@@ -701,7 +540,7 @@ def _virtual_server(file: str, path: str, data: Any, default_mode: str) -> Virtu
 
 
 def _timeouts(file: str, data: Any) -> dict[str, float]:
-    t = _Table(file, data, "timeouts", tuple(DEFAULT_TIMEOUTS))
+    t = Reader(file, data, "timeouts", tuple(DEFAULT_TIMEOUTS))
     out = dict(DEFAULT_TIMEOUTS)
     for key in t.data:
         out[key] = t.num(key, positive=True)
@@ -709,7 +548,7 @@ def _timeouts(file: str, data: Any) -> dict[str, float]:
 
 
 def _table(file: str, data: Any) -> Table:
-    t = _Table(file, data, "table", _TABLE_KEYS)
+    t = Reader(file, data, "table", _TABLE_KEYS)
     return Table(
         max_connections=t.int("max_connections", 1048576, 1),
         sloppy_tcp=t.bool("sloppy_tcp", False),
@@ -723,7 +562,7 @@ def _table(file: str, data: Any) -> Table:
 def parse_config(data: dict, file: str = "<config>", mode_override: str | None = None) -> Config:
     """Validate an already-parsed TOML document and build a :class:`Config`."""
     file = str(file)
-    top = _Table(file, data, "", _TOP_KEYS)
+    top = Reader(file, data, "", _TOP_KEYS)
     file_mode = top.str("mode", "nat", MODES)
     if mode_override is not None and mode_override not in MODES:
         raise ConfigError(file, "", f"mode override {mode_override!r} is not one of: {', '.join(MODES)}")
