@@ -47,11 +47,14 @@ class ControlPlane:
         ctl = director.config.control
         self.ctl_socket = ctl.socket if ctl_socket is None else ctl_socket
         self.metrics_addr = ctl.metrics if metrics is None else metrics
+        # What the command line set stays over reloads; the file's [control] is followed otherwise.
+        self._fixed = {"ctl": ctl_socket is not None, "metrics": metrics is not None}
         self.estimator = RateEstimator()
         self._next_sample = 0.0
         self.health = HealthMonitor(self._on_health)
         self._targets: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self._servers: list[asyncio.AbstractServer] = []
+        self._servers: dict[str, asyncio.AbstractServer] = {}
+        self._rebinding: asyncio.Task | None = None
         self.reloads = {"ok": 0, "failed": 0}
         self.on_addresses_changed: Callable[[], None] | None = None
 
@@ -59,24 +62,34 @@ class ControlPlane:
 
     async def start(self) -> None:
         if self.ctl_socket:
-            self._servers.append(await self._start_ctl(self.ctl_socket))
+            self._servers["ctl"] = await self._start_ctl(self.ctl_socket)
             log.info("control socket: %s", self.ctl_socket)
         if self.metrics_addr:
-            from pylvs.control.metrics import start_metrics_server
-
-            host, port = parse_listen(self.metrics_addr)
-            self._servers.append(await start_metrics_server(host, port, self.snapshot))
+            self._servers["metrics"] = await self._start_metrics(self.metrics_addr)
             log.info("metrics: http://%s/metrics", self.metrics_addr)
         self._sync_health()
 
+    async def _start_metrics(self, addr: str) -> asyncio.AbstractServer:
+        from pylvs.control.metrics import start_metrics_server
+
+        host, port = parse_listen(addr)
+        return await start_metrics_server(host, port, self.snapshot)
+
+    @staticmethod
+    async def _stop(srv: asyncio.AbstractServer | None) -> None:
+        if srv is None:
+            return
+        srv.close()
+        try:
+            await asyncio.wait_for(srv.wait_closed(), 2.0)
+        except (asyncio.TimeoutError, Exception):  # a stuck client never holds up the exit
+            pass
+
     async def close(self) -> None:
-        for srv in self._servers:
-            srv.close()
-        for srv in self._servers:
-            try:
-                await asyncio.wait_for(srv.wait_closed(), 2.0)
-            except (asyncio.TimeoutError, Exception):  # a stuck client never holds up the exit
-                pass
+        if self._rebinding is not None:
+            await asyncio.gather(self._rebinding, return_exceptions=True)
+        for srv in list(self._servers.values()):
+            await self._stop(srv)
         self._servers.clear()
         await self.health.close()
         if self.ctl_socket:
@@ -84,6 +97,51 @@ class ControlPlane:
                 os.unlink(self.ctl_socket)
             except OSError:
                 pass
+
+    def _follow_control(self, control) -> list[str]:
+        """A reload moved ``[control]``: the ctl socket and the metrics endpoint move too (what the command
+        line set stays).  The new one is bound before the old one closes, on the loop, right after this
+        request; if it cannot be bound the old one stays and the log says why."""
+        want = {"ctl": self.ctl_socket if self._fixed["ctl"] else control.socket,
+                "metrics": self.metrics_addr if self._fixed["metrics"] else control.metrics}
+        have = {"ctl": self.ctl_socket, "metrics": self.metrics_addr}
+        moves = {k: v for k, v in want.items() if v != have[k]}
+        if not moves:
+            return []
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (an embedder driving handle() by hand): nothing is bound
+            return []
+        prev = self._rebinding
+        self._rebinding = loop.create_task(self._rebind(moves, prev))
+        return [f"{'control socket' if k == 'ctl' else 'metrics'}: {have[k] or 'off'} -> {v or 'off'}"
+                for k, v in moves.items()]
+
+    async def _rebind(self, moves: dict[str, str], prev: asyncio.Task | None) -> None:
+        if prev is not None:  # one move at a time, in order
+            await asyncio.gather(prev, return_exceptions=True)
+        for kind, addr in moves.items():
+            old_addr = self.ctl_socket if kind == "ctl" else self.metrics_addr
+            try:
+                new = None
+                if addr:
+                    new = await (self._start_ctl(addr) if kind == "ctl" else self._start_metrics(addr))
+            except (OSError, ValueError) as e:
+                log.error("reload: cannot move the %s to %s (%s); it stays at %s", kind, addr, e, old_addr or "off")
+                continue
+            await self._stop(self._servers.pop(kind, None))
+            if new is not None:
+                self._servers[kind] = new
+            if kind == "ctl":
+                if old_addr:
+                    try:
+                        os.unlink(old_addr)
+                    except OSError:
+                        pass
+                self.ctl_socket = addr
+            else:
+                self.metrics_addr = addr
+            log.info("%s now %s", "control socket" if kind == "ctl" else "metrics", addr or "off")
 
     def tick(self, now: float) -> None:
         """From the runner's timer: the rate estimator's 2-second samples."""
@@ -135,6 +193,7 @@ class ControlPlane:
     def apply(self, cfg, what: str) -> list[str]:
         """Apply a validated configuration; ReconfigError leaves everything as it was."""
         changes = self.director.reconfigure(cfg)
+        changes += self._follow_control(cfg.control)
         self._sync_health()
         if self.on_addresses_changed is not None:
             self.on_addresses_changed()
