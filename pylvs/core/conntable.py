@@ -71,14 +71,22 @@ class Conn:
         self.alive = False  # set by ConnTable.insert: "in the table"
         #: slot in the fast path's flow table (native.FlowTable), -1 when the flow has none
         self.fslot = -1
-        #: NAT/FULLNAT header images for :func:`pylvs.core.rewrite.rewrite_tuple`, made once per flow rather
-        #: than per packet: (source + destination address, source + destination port, the two together).
-        #: Inbound the packet becomes laddr:lport -> daddr:dport (NAT: laddr:lport is the client itself),
-        #: outbound vaddr:vport -> caddr:cport.
-        a, ports = laddr + daddr, _PORTS.pack(lport, dport)
-        self.rw_in = (a, ports, a + ports)
-        a, ports = vaddr + caddr, _PORTS.pack(vport, cport)
-        self.rw_out = (a, ports, a + ports)
+        #: NAT/FULLNAT header images (see :meth:`image`), made when the slow path first needs them
+        self.rw_in = self.rw_out = None
+
+    def image(self, direction: int) -> tuple[bytes, bytes, bytes]:
+        """The header image :func:`pylvs.core.rewrite.rewrite_tuple` writes for a packet of this flow going
+        ``direction``: (source + destination address, source + destination port, the two together).
+        Inbound the packet becomes laddr:lport -> daddr:dport (NAT: laddr:lport is the client itself),
+        outbound vaddr:vport -> caddr:cport.  Made once, on the slow path's first rewrite, rather than per
+        packet; dropped when the flow enters the fast path (FastPath.sync: about 400 bytes a flow the
+        fast path holds), made again if the slow path needs it after that."""
+        if self.rw_in is None:
+            a, ports = self.laddr + self.daddr, _PORTS.pack(self.lport, self.dport)
+            self.rw_in = (a, ports, a + ports)
+            a, ports = self.vaddr + self.caddr, _PORTS.pack(self.vport, self.cport)
+            self.rw_out = (a, ports, a + ports)
+        return self.rw_in if direction == IN else self.rw_out
 
     @property
     def state_name(self) -> str:

@@ -146,6 +146,7 @@ class FastPath:
                 return
             c.fslot = slot
             self.conns[slot] = c
+            c.rw_in = c.rw_out = None  # the slow path's header images (Conn.image): made again if it needs them
         # (an entry already there got the slow path's new deadline from Director._set_timeout)
         toa = c.svc.toa_kind if c.mode == "fullnat" and c.proto == IPPROTO_TCP and c.svc.toa else 0
         t.set_fast(c.fslot, in_if, c.client_mac, out_if, nexthop_mac, c.dest.fid, toa, c.state,

@@ -547,7 +547,7 @@ class Director:
         if rule.port_mapping:
             # NAT, FULLNAT: addresses, ports and TTL in one pass over the header images made at schedule time
             # (the same bytes as dec_ttl + xlate_in/xlate_out: see rewrite_tuple).
-            rewrite_tuple(p.buf, p.l3, p.l4, p.proto, c.rw_in if direction == IN else c.rw_out, rule.routed)
+            rewrite_tuple(p.buf, p.l3, p.l4, p.proto, c.image(direction), rule.routed)
         else:
             if rule.routed:
                 dec_ttl(p.buf, p.l3)

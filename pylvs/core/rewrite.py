@@ -72,7 +72,7 @@ def rewrite_tuple(buf: bytearray, l3: int, l4: int, proto: int, image: tuple[byt
                   ttl_dec: bool) -> None:
     """NAT/FULLNAT's whole per-packet rewrite at once: both addresses, both ports, and TTL − 1 if ``ttl_dec``.
 
-    ``image`` is ``(addresses, ports, addresses + ports)`` (:attr:`pylvs.core.conntable.Conn.rw_in`): the
+    ``image`` is ``(addresses, ports, addresses + ports)`` (:meth:`pylvs.core.conntable.Conn.image`): the
     new IPv4 source and destination (8 bytes) and TCP/UDP source and destination ports (4 bytes).
 
     Byte for byte what :func:`dec_ttl` then :func:`set_addr`/:func:`set_port` per field give (that

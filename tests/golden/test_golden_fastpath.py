@@ -186,6 +186,8 @@ def test_handshake_after_the_syn_takes_the_fast_path(mode):
         assert c.toa_done and d.events["toa_inserted"] == 1 and d.events["mss_clamped"] == 1
     assert c.state_name == "ESTABLISHED" and not c.inactive and c.dest.active == 1
     same_books()
+    # Handed over at the SYN, nothing slow since: the slow path's header images are gone (Conn.image).
+    assert c.rw_in is None and c.rw_out is None
     # The request is forwarded by the fast path (no TOA again).
     q = dict(seq=1001, ack=5001, opts=ack_opts(113, 999), ident=0x1003, payload=REQ)
     got = via_batch(d, [c2v(ACK | PSH, **q)], "eth0", 10.5)
@@ -198,6 +200,10 @@ def test_handshake_after_the_syn_takes_the_fast_path(mode):
         assert [(i, f) for i, f, _ in got] == [(i, f) for i, f, _ in via_handle(ref, [synack], "eth1", 10.6)]
         assert [fast for *_, fast in got] == [True]
         same_books()
+    # A frame given to the slow path itself: the images are made again, the frame is the same.
+    q2 = dict(seq=1001 + len(REQ), ack=5001, opts=ack_opts(114, 999), ident=0x1004, payload=b"x")
+    assert via_handle(d, [c2v(ACK | PSH, **q2)], "eth0", 10.7) == via_handle(ref, [c2v(ACK | PSH, **q2)], "eth0", 10.7)
+    assert (c.rw_in is not None) == (mode in ("nat", "fullnat"))  # DR and TUN never need them
 
 
 @pytest.mark.parametrize("mode", ["nat", "dr", "tun", "fullnat"])

@@ -11,7 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pylvs import native
-from pylvs.core.conntable import Conn
+from pylvs.core.conntable import IN, OUT, Conn
 from pylvs.core.packet import Packet, parse_ipv4
 from pylvs.core.rewrite import DST, SRC, dec_ttl, rewrite_tuple, set_addr, set_port
 from pylvs.core.tcpstate import ROWS, STATES, next_state
@@ -97,17 +97,18 @@ def test_rewrite_tuple_is_the_per_field_rewrite(proto, src, sport, dst, dport, t
              bytes(map(int, new_dst.split("."))), new_dport, None, None, "nat")
     ref = bytearray(f)
     assert p.l4 == (38 if ip_opts else 34)
-    reference(ref, p, c.rw_in, ttl_dec)
-    rewrite_tuple(f, p.l3, p.l4, proto, c.rw_in, ttl_dec)
+    reference(ref, p, c.image(IN), ttl_dec)
+    rewrite_tuple(f, p.l3, p.l4, proto, c.image(IN), ttl_dec)
     assert f == ref
 
 
 def test_conn_images():
     c = Conn(6, b"\x01\x01\x01\x01", 1000, b"\x02\x02\x02\x02", 80, b"\x03\x03\x03\x03", 2000,
              b"\x04\x04\x04\x04", 8080, None, None, "fullnat")
-    assert c.rw_in == (b"\x03\x03\x03\x03\x04\x04\x04\x04", struct.pack("!HH", 2000, 8080),
+    assert c.rw_in is None  # made on first use
+    assert c.image(IN) == (b"\x03\x03\x03\x03\x04\x04\x04\x04", struct.pack("!HH", 2000, 8080),
                        b"\x03\x03\x03\x03\x04\x04\x04\x04" + struct.pack("!HH", 2000, 8080))
-    assert c.rw_out == (b"\x02\x02\x02\x02\x01\x01\x01\x01", struct.pack("!HH", 80, 1000),
+    assert c.image(OUT) == (b"\x02\x02\x02\x02\x01\x01\x01\x01", struct.pack("!HH", 80, 1000),
                         b"\x02\x02\x02\x02\x01\x01\x01\x01" + struct.pack("!HH", 80, 1000))
 
 
