@@ -8,8 +8,9 @@ Each connection is a short HTTP/1.0-style exchange, as wrk with ``Connection: cl
     C->V SYN, R->C SYN-ACK, C->V ACK (handshake done; FULLNAT puts TOA in it), C->V request,
     R->C response, R->C FIN, C->V ACK, C->V FIN, R->C ACK
 
-nine frames, all through ``Director.handle`` (live, the request and the response would take the C
-fast path: the other seven are the slow path's share of a connection).  The frames are made once,
+nine frames, all through ``Director.handle``: the cost of the Python slow path per frame.  Live, only
+the SYN of such a connection takes it now (the handshake's SYN-ACK and ACK, FULLNAT's TOA, the request,
+the response and the teardown go through the C fast path).  The frames are made once,
 untimed: a first Director forwards them and the servers' answers are built from what it sent; a fresh
 Director with the same configuration then gets the same frames (the scheduler and the FULLNAT port
 cursor are deterministic, so it makes the same choices; its output is checked byte for byte against the

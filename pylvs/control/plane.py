@@ -33,6 +33,7 @@ REQUEST_TIMEOUT = 10.0
 #: ``ctl conns`` over the socket answers in lines of this many rows, the datapath running between them: a
 #: table of a million flows is never rendered in one go (that stalled forwarding for seconds)
 CONNS_CHUNK = 2000
+_WHAT = {"ctl": "control socket", "metrics": "metrics"}
 
 
 class ControlPlane:
@@ -114,8 +115,7 @@ class ControlPlane:
             return []
         prev = self._rebinding
         self._rebinding = loop.create_task(self._rebind(moves, prev))
-        return [f"{'control socket' if k == 'ctl' else 'metrics'}: {have[k] or 'off'} -> {v or 'off'}"
-                for k, v in moves.items()]
+        return [f"{_WHAT[k]} moving: {have[k] or 'off'} -> {v or 'off'}" for k, v in moves.items()]
 
     async def _rebind(self, moves: dict[str, str], prev: asyncio.Task | None) -> None:
         if prev is not None:  # one move at a time, in order
@@ -127,7 +127,8 @@ class ControlPlane:
                 if addr:
                     new = await (self._start_ctl(addr) if kind == "ctl" else self._start_metrics(addr))
             except (OSError, ValueError) as e:
-                log.error("reload: cannot move the %s to %s (%s); it stays at %s", kind, addr, e, old_addr or "off")
+                log.error("reload: cannot move the %s to %s (%s); it stays at %s", _WHAT[kind], addr, e,
+                          old_addr or "off")
                 continue
             await self._stop(self._servers.pop(kind, None))
             if new is not None:
@@ -141,7 +142,7 @@ class ControlPlane:
                 self.ctl_socket = addr
             else:
                 self.metrics_addr = addr
-            log.info("%s now %s", "control socket" if kind == "ctl" else "metrics", addr or "off")
+            log.info("%s now %s", _WHAT[kind], addr or "off")
 
     def tick(self, now: float) -> None:
         """From the runner's timer: the rate estimator's 2-second samples."""

@@ -124,9 +124,9 @@ class ConnTable:
         """The flows in lists of up to ``size``, from a copy of the table taken first (one C-speed copy, about
         0.1 s at 1 M flows): the caller may let the datapath run between chunks, which changes the table
         (flows expired meanwhile still appear; check ``conn.alive``)."""
-        pairs = list(self._map.values())
-        for i in range(0, len(pairs), 2 * size):
-            yield [c for c, d in pairs[i:i + 2 * size] if d == IN]
+        flows = (c for c, d in list(self._map.values()) if d == IN)
+        while chunk := list(itertools.islice(flows, size)):
+            yield chunk
 
     @property
     def full(self) -> bool:

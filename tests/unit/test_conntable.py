@@ -186,3 +186,21 @@ def test_full_table_sweeps_expired_flows_before_refusing():
     fresh = nat(3)
     fresh.expires = 20.0
     assert t.insert(fresh, 6.0) and len(t) == 1
+
+
+def test_chunks_hold_each_flow_once_and_at_most_size():
+    """NAT flows have two keys, DR flows one: a chunk counts flows, not keys."""
+    t = ConnTable(100)
+    flows = []
+    for i in range(7):
+        c = nat(40000 + i) if i % 2 else Conn(6, C, 50000 + i, V, 80, C, 50000 + i, R, 80, None, None, "dr")
+        c.expires = 10.0
+        assert t.insert(c, 0.0)
+        flows.append(c)
+    chunks = list(t.chunks(3))
+    assert [len(ch) for ch in chunks] == [3, 3, 1]
+    assert sorted(id(c) for ch in chunks for c in ch) == sorted(id(c) for c in flows)
+    it = t.chunks(3)
+    first = next(it)
+    t.remove(flows[-1])  # the table changes between chunks: the copy is what is walked
+    assert len(first) + sum(len(ch) for ch in it) == 7

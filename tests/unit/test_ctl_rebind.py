@@ -75,8 +75,8 @@ def test_reload_moves_the_ctl_socket_and_metrics():
                 cfg.write_text(dumps(_doc(b, f"127.0.0.1:{port}")))
                 ans = await _ask(a, {"cmd": "reload"})
                 assert ans["ok"] is True
-                assert f"control socket: {a} -> {b}" in ans["changes"]
-                assert f"metrics: off -> 127.0.0.1:{port}" in ans["changes"]
+                assert f"control socket moving: {a} -> {b}" in ans["changes"]
+                assert f"metrics moving: off -> 127.0.0.1:{port}" in ans["changes"]
                 await _settle(cp)
                 assert (await _ask(b, {"cmd": "ping"}))["result"] == "pong"
                 assert not os.path.exists(a) and cp.ctl_socket == b
